@@ -1,0 +1,1 @@
+"""Shared kernel: settings and the domain error family. Imports nothing else of the project."""

@@ -1,0 +1,82 @@
+"""The one Settings object: env prefix TECHMATCH_, defaults that run the embedded mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; every field can be set as TECHMATCH_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="TECHMATCH_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = REPO_ROOT / "var"
+    cache_dir: Path = Path.home() / ".cache" / "techmatch"
+    database_url: str | None = None
+    admin_token: str | None = None
+    # Any sentence-transformers folder; empty means the prepared multilingual-e5-small.
+    embedding_model: str | None = None
+    embedding_batch_size: int = 32
+    # Shared data folder (real corpora for demo, eval and benchmarks); absent on a fresh clone elsewhere.
+    shared_data_dir: Path = REPO_ROOT.parent / "shared" / "data"
+
+    # Index: exact search below this many vectors, HNSW above.
+    hnsw_threshold: int = 50_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+
+    # Fusion of lexical and dense scores; tuned on benchmark A dev and benchmark B (see README).
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    weight_lexical_words: float = 0.35
+    weight_lexical_chars: float = 0.35
+    weight_dense: float = 0.30
+    rrf_k: int = 60
+    candidate_depth: int = 200
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL: TECHMATCH_DATABASE_URL or a SQLite file under data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'techmatch.sqlite3'}"
+
+    @property
+    def index_dir(self) -> Path:
+        """Where the search index files live."""
+        return self.data_dir / "index"
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.environment == "production":
+            if not self.admin_token or len(self.admin_token) < 16:
+                raise ValueError("TECHMATCH_ADMIN_TOKEN of at least 16 characters is required in production")
+        for name in ("weight_lexical_words", "weight_lexical_chars", "weight_dense"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        return self
+
+
+class _Holder:
+    settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings (read from the environment once)."""
+    if _Holder.settings is None:
+        _Holder.settings = Settings()
+    return _Holder.settings
+
+
+def reset_settings(settings: Settings | None = None) -> Settings:
+    """Replace the process-wide settings (tests, CLI options)."""
+    _Holder.settings = settings or Settings()
+    return _Holder.settings
+
+

@@ -1,0 +1,188 @@
+"""The tables: organisations, needs, achievements, ingest runs and their per-row errors."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, TimestampMixin, utcnow
+
+# Money is Numeric(16, 2) yuan: exact, never float.
+Money = Numeric(16, 2, asdecimal=True)
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Store the value (e.g. "enterprise"), not the member name; non-native keeps SQLite and PostgreSQL alike.
+    return Enum(cls, name=name, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
+
+
+class OrgKind(str, enum.Enum):
+    enterprise = "enterprise"  # 企业
+    university = "university"  # 高校
+    research_institute = "research_institute"  # 科研院所
+    new_rd_institution = "new_rd_institution"  # 新型研发机构
+    agency = "agency"  # 技术转移服务机构
+
+
+class Visibility(str, enum.Enum):
+    public = "public"
+    private = "private"
+
+
+class ListingStatus(str, enum.Enum):
+    draft = "draft"
+    published = "published"
+    withdrawn = "withdrawn"
+
+
+class MaturityStage(str, enum.Enum):
+    concept = "concept"  # 概念验证
+    lab = "lab"  # 实验室
+    pilot = "pilot"  # 中试
+    industrialised = "industrialised"  # 产业化
+
+
+class TransferMode(str, enum.Enum):
+    transfer = "transfer"  # 技术转让
+    licence = "licence"  # 许可
+    development = "development"  # 技术开发
+    equity = "equity"  # 作价入股
+    consulting = "consulting"  # 技术咨询/服务
+
+
+class IngestKind(str, enum.Enum):
+    needs = "needs"
+    achievements = "achievements"
+
+
+class RunStatus(str, enum.Enum):
+    running = "running"
+    finished = "finished"
+    failed = "failed"
+
+
+class Organisation(TimestampMixin, Base):
+    """An enterprise, university, institute, new R&D institution or transfer agency."""
+
+    __tablename__ = "organisations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[OrgKind] = mapped_column(_enum(OrgKind, "org_kind"))
+    region: Mapped[str | None] = mapped_column(String(100))
+    in_weihai: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Need(TimestampMixin, Base):
+    """An enterprise's technical need (技术需求)."""
+
+    __tablename__ = "needs"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_needs_source_external_id"),
+        Index("ix_needs_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str] = mapped_column(Text, default="")
+    field: Mapped[str | None] = mapped_column(String(100))
+    region: Mapped[str | None] = mapped_column(String(100))
+    budget_yuan: Mapped[Decimal | None] = mapped_column(Money)
+    deadline: Mapped[date | None] = mapped_column(Date)
+    visibility: Mapped[Visibility] = mapped_column(_enum(Visibility, "visibility"), default=Visibility.public)
+    status: Mapped[ListingStatus] = mapped_column(
+        _enum(ListingStatus, "listing_status"), default=ListingStatus.published
+    )
+    source: Mapped[str] = mapped_column(String(100), default="api")
+    external_id: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    # sha1 of the ingested content; lets re-ingest skip unchanged rows.
+    content_hash: Mapped[str] = mapped_column(String(40), default="")
+
+    owner: Mapped[Organisation | None] = relationship(lazy="joined")
+
+
+class Achievement(TimestampMixin, Base):
+    """A research achievement (科技成果) offered by a university or institute."""
+
+    __tablename__ = "achievements"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_achievements_source_external_id"),
+        Index("ix_achievements_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(500))
+    abstract: Mapped[str] = mapped_column(Text, default="")
+    keywords: Mapped[list[str]] = mapped_column(JSON, default=list)
+    field: Mapped[str | None] = mapped_column(String(100))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    maturity_stage: Mapped[MaturityStage | None] = mapped_column(_enum(MaturityStage, "maturity_stage"))
+    transfer_modes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    price_yuan: Mapped[Decimal | None] = mapped_column(Money)
+    patent_numbers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[ListingStatus] = mapped_column(
+        _enum(ListingStatus, "listing_status"), default=ListingStatus.published
+    )
+    source: Mapped[str] = mapped_column(String(100), default="api")
+    external_id: Mapped[str] = mapped_column(String(200))
+    content_hash: Mapped[str] = mapped_column(String(40), default="")
+
+    owner: Mapped[Organisation | None] = relationship(lazy="joined")
+
+
+class IngestRun(Base):
+    """One ingest job: a file or a feed pull, with its counts."""
+
+    __tablename__ = "ingest_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[IngestKind] = mapped_column(_enum(IngestKind, "ingest_kind"))
+    source: Mapped[str] = mapped_column(String(100))
+    location: Mapped[str] = mapped_column(Text)  # file path or feed URL
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"), default=RunStatus.running)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    inserted: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    # Feed pulls resume from here (the last item's cursor value the feed gave us).
+    cursor: Mapped[str | None] = mapped_column(String(200))
+
+    errors: Mapped[list[IngestError]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="IngestError.row_number"
+    )
+
+
+class IngestError(Base):
+    """A rejected row: where it was, which field, why."""
+
+    __tablename__ = "ingest_errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_runs.id", ondelete="CASCADE"), index=True)
+    row_number: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    run: Mapped[IngestRun] = relationship(back_populates="errors")
