@@ -1,0 +1,1 @@
+"""HTTP, pages and the command line: the front doors. No business rules here."""

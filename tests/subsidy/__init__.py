@@ -1,0 +1,1 @@
+"""Tests of the subsidy engine, written clause by clause from the seed."""
