@@ -112,3 +112,26 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
 requires_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason=f"shared data folder {SHARED_DATA} is absent (fresh clone elsewhere)"
 )
+
+
+@pytest.fixture(scope="session")
+def embedding_cache_dir() -> Path:
+    """TECHMATCH_CACHE_DIR when set, else the user cache, so the 0.5 GB model is prepared once per machine."""
+    env = os.environ.get("TECHMATCH_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "techmatch"
+
+
+@pytest.fixture(scope="session")
+def default_model_path(embedding_cache_dir: Path) -> Path:
+    """The prepared multilingual-e5-small folder."""
+    from matching.embedding import prepare_default_model
+
+    return prepare_default_model(embedding_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def embedder(embedding_cache_dir: Path, default_model_path: Path):  # type: ignore[no-untyped-def]
+    """The real default embedder, loaded once per test session."""
+    from matching.embedding import load_embedder
+
+    return load_embedder(model=None, cache_dir=embedding_cache_dir)

@@ -1,0 +1,200 @@
+"""The `techmatch` command line: serve, ingest, pull, index, demo, eval, subsidy."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+cli = typer.Typer(help="techmatch: technology supply/demand matching.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+index_cli = typer.Typer(help="Search index maintenance.", no_args_is_help=True)
+cli.add_typer(index_cli, name="index")
+
+KindOpt = Annotated[str, typer.Option("--kind", help="achievements or needs")]
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from core.settings import get_settings
+
+    return get_settings()
+
+
+def _kind(kind: str):  # type: ignore[no-untyped-def]
+    from models.tables import IngestKind
+
+    try:
+        return IngestKind(kind)
+    except ValueError:
+        raise typer.BadParameter(f"--kind must be achievements or needs, not {kind!r}") from None
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@cli.command()
+def serve(host: str = "127.0.0.1", port: int = 8000, reload: bool = False) -> None:
+    """Run the HTTP service (migrates the DB, loads the model, syncs the index first)."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload)
+
+
+def _runtime(*, sync: bool = False):  # type: ignore[no-untyped-def]
+    from app.runtime import build_runtime
+
+    return build_runtime(_settings(), sync=sync)
+
+
+def _sync(runtime, *, progress: bool) -> None:  # type: ignore[no-untyped-def]
+    from catalog.indexing import sync_indexes
+    from models.db import session_scope
+
+    with session_scope(runtime.session_factory) as session:
+        reports = sync_indexes(session=session, indexes=runtime.indexes, progress=progress)
+    for target, rep in reports.items():
+        typer.echo(f"index {target}: {rep.added} added, {rep.updated} updated, {rep.removed} removed, "
+                   f"{rep.unchanged} unchanged")
+
+
+@cli.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="JSONL, CSV or XLSX files", exists=True, dir_okay=False)],
+    kind: KindOpt = "achievements",
+    source: Annotated[str | None, typer.Option(help="source name (default: the file name)")] = None,
+    batch_size: int = 200,
+    progress: bool = True,
+) -> None:
+    """Load needs or achievements from files: idempotent upsert, bad rows named, then the index follows."""
+    from ingest.service import format_errors, format_summary, ingest_file
+
+    runtime = _runtime()
+    rejected = 0
+    for path in files:
+        summary = ingest_file(session_factory=runtime.session_factory, kind=_kind(kind), path=path, source=source,
+                              batch_size=batch_size, progress=progress)
+        typer.echo(f"{path}: {format_summary(summary)}")
+        if summary.rejected:
+            typer.echo(format_errors(summary), err=True)
+        rejected += summary.rejected
+    _sync(runtime, progress=progress)
+    runtime.close()
+    if rejected:
+        raise typer.Exit(1)
+
+
+@cli.command()
+def pull(
+    url: str,
+    kind: KindOpt = "achievements",
+    source: Annotated[str | None, typer.Option(help="source name (default: the feed URL)")] = None,
+    every: Annotated[float | None, typer.Option(help="pull again every N seconds (scheduled feed)")] = None,
+    max_runs: Annotated[int | None, typer.Option(help="stop after this many pulls with --every")] = None,
+) -> None:
+    """Pull a JSON feed over HTTP from its stored since-cursor, then update the index."""
+    import time
+
+    from core.errors import DomainError
+    from ingest.feed import pull_feed
+    from ingest.service import format_errors, format_summary
+
+    runtime = _runtime()
+    runs = 0
+    while True:
+        try:
+            summary = pull_feed(session_factory=runtime.session_factory, url=url, kind=_kind(kind), source=source)
+        except DomainError as exc:
+            _sync(runtime, progress=False)  # what landed before the failure is kept and searchable
+            _fail(exc.detail)
+        typer.echo(f"{url}: {format_summary(summary)}")
+        if summary.rejected:
+            typer.echo(format_errors(summary), err=True)
+        _sync(runtime, progress=False)
+        runs += 1
+        if every is None or (max_runs is not None and runs >= max_runs):
+            break
+        time.sleep(every)
+    runtime.close()
+
+
+@index_cli.command("rebuild")
+def index_rebuild() -> None:
+    """Drop the index files and rebuild both indexes from the DB (re-embeds everything)."""
+    import shutil
+
+    settings = _settings()
+    if settings.index_dir.exists():
+        shutil.rmtree(settings.index_dir)
+    runtime = _runtime()
+    _sync(runtime, progress=True)
+    runtime.close()
+
+
+@index_cli.command("sync")
+def index_sync() -> None:
+    """Bring the index level with the DB (embeds only new or changed rows)."""
+    runtime = _runtime()
+    _sync(runtime, progress=True)
+    runtime.close()
+
+
+@cli.command()
+def demo(
+    all_: Annotated[bool, typer.Option("--all", help="load every demo record (about 16k achievements)")] = False,
+    achievements: Annotated[int, typer.Option(help="how many achievements in the default subset")] = 1500,
+    progress: bool = True,
+) -> None:
+    """Load demo needs and achievements (real corpora from ../shared/data when present, else the shipped sample)."""
+    from ingest.demo import load_demo
+
+    runtime = _runtime()
+    summaries = load_demo(session_factory=runtime.session_factory, data_dir=runtime.settings.shared_data_dir,
+                          limit=None if all_ else achievements, progress=progress)
+    for line in summaries:
+        typer.echo(line)
+    _sync(runtime, progress=progress)
+    runtime.close()
+
+
+@cli.command("eval")
+def eval_(
+    benchmark: Annotated[list[str] | None, typer.Option("--benchmark", "-b", help="A and/or B")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Benchmarks A-dev and B: nDCG@10, Recall@50, pool nDCG@10 for hybrid, BM25-only and dense-only."""
+    from app.runtime import index_tuning, load_embedder
+    from matching.eval import format_table, run_eval
+
+    settings = _settings()
+    if not settings.shared_data_dir.is_dir():
+        _fail(f"shared data folder {settings.shared_data_dir} is absent; eval needs it")
+    results = run_eval(benchmarks=tuple(benchmark or ("A", "B")), embedder=load_embedder(settings),
+                       data_dir=settings.shared_data_dir, cache_dir=settings.cache_dir, **index_tuning(settings))
+    typer.echo(json.dumps(results, indent=2, ensure_ascii=False) if as_json else format_table(results))
+
+
+def _mount_subsidy() -> None:
+    from subsidy.cli import subsidy_app
+
+    cli.add_typer(subsidy_app, name="subsidy", help="Subsidy rules: evaluate cases, simulate parameter changes.")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _mount_subsidy()
+    cli(prog_name="techmatch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""The FastAPI application: create_app() and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import errors
+from app.routers import achievements, health, match, needs, subsidies
+from app.runtime import Runtime, build_runtime
+from core.settings import Settings, get_settings
+
+log = logging.getLogger("techmatch")
+
+
+def create_app(*, settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app; a given runtime (tests) is used as is, else one is built at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = runtime is None
+        app.state.runtime = runtime or build_runtime(settings or get_settings())
+        try:
+            yield
+        finally:
+            if own:
+                app.state.runtime.close()
+
+    app = FastAPI(title="techmatch", version="0.1.0", lifespan=lifespan,
+                  description="Technology supply/demand matching: needs, achievements, ranked explained matches.")
+    errors.install(app)
+    for router in (health.router, needs.router, achievements.router, match.router, subsidies.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,83 @@
+"""Response schemas (requests reuse catalog.schemas)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class NeedOut(_Out):
+    id: int
+    title: str
+    description: str
+    field: str | None
+    region: str | None
+    budget_yuan: Decimal | None
+    deadline: date | None
+    visibility: str
+    status: str
+    source: str
+    external_id: str
+    owner_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AchievementOut(_Out):
+    id: int
+    title: str
+    abstract: str
+    keywords: list[str]
+    field: str | None
+    maturity_stage: str | None
+    transfer_modes: list[str]
+    price_yuan: Decimal | None
+    patent_numbers: list[str]
+    status: str
+    source: str
+    external_id: str
+    owner_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class NeedPage(BaseModel):
+    items: list[NeedOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class AchievementPage(BaseModel):
+    items: list[AchievementOut]
+    total: int
+    page: int
+    page_size: int
+
+
+class MatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=20_000)
+    target: Literal["achievements", "needs"] = "achievements"
+    k: int = Field(default=10, ge=1, le=100)
+    filters: dict[str, str] = Field(default_factory=dict)
+
+
+class MatchResult(BaseModel):
+    id: int
+    external_id: str
+    title: str
+    score: float
+    reasons: dict[str, Any]
+
+
+class MatchResponse(BaseModel):
+    results: list[MatchResult]

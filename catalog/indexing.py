@@ -1,0 +1,108 @@
+"""Search documents built from DB rows, and the index kept equal to the DB (the DB is the source of truth)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from catalog.service import content_hash
+from matching.index import Document, Hit, HybridIndex, SearchIndex, SyncReport
+from models.tables import Achievement, ListingStatus, Need
+
+Target = Literal["achievements", "needs"]
+_MODELS: dict[str, type[Need] | type[Achievement]] = {"achievements": Achievement, "needs": Need}
+
+
+def need_document(row: Need) -> Document:
+    """The searchable view of a need."""
+    attrs = {"field": row.field, "region": row.region, "visibility": row.visibility.value, "source": row.source}
+    body = row.description or ""
+    return Document(id=row.id, title=row.title, body=body, keywords=(), attrs=attrs,
+                    content_hash=content_hash({"t": row.title, "b": body, "a": attrs}))
+
+
+def achievement_document(row: Achievement) -> Document:
+    """The searchable view of an achievement."""
+    attrs = {"field": row.field, "maturity_stage": row.maturity_stage.value if row.maturity_stage else None,
+             "source": row.source}
+    keywords = tuple(row.keywords or ())
+    body = row.abstract or ""
+    return Document(id=row.id, title=row.title, body=body, keywords=keywords, attrs=attrs,
+                    content_hash=content_hash({"t": row.title, "b": body, "k": keywords, "a": attrs}))
+
+
+def to_document(row: Need | Achievement) -> Document:
+    """The searchable view of a row of either kind."""
+    return need_document(row) if isinstance(row, Need) else achievement_document(row)
+
+
+def published_documents(*, session: Session, target: Target, batch: int = 1000) -> Iterator[Document]:
+    """Every published row of the target as a document, streamed in id order."""
+    model = _MODELS[target]
+    last = 0
+    while True:
+        rows = session.scalars(
+            select(model).where(model.status == ListingStatus.published, model.id > last)
+            .order_by(model.id).limit(batch)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield to_document(row)
+        last = rows[-1].id
+
+
+@dataclass
+class Indexes:
+    """The two search indexes (achievements, needs) behind one lock: mutations never interleave with searches."""
+
+    achievements: SearchIndex
+    needs: SearchIndex
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def of(self, target: Target) -> SearchIndex:
+        """The index holding the given target."""
+        return self.achievements if target == "achievements" else self.needs
+
+    def search(self, target: Target, text: str, **kwargs: Any) -> list[Hit]:
+        """Search one index under the lock."""
+        with self.lock:
+            return self.of(target).search(text, **kwargs)
+
+    def refresh(self, *, session: Session, rows: Sequence[Need | Achievement]) -> None:
+        """Bring the index in line with just these rows (after an API write): upsert published, remove the rest."""
+        with self.lock:
+            for target, model in _MODELS.items():
+                mine = [r for r in rows if isinstance(r, model)]
+                live = [to_document(r) for r in mine if r.status == ListingStatus.published]
+                gone = [r.id for r in mine if r.status != ListingStatus.published]
+                if live:
+                    self.of(target).upsert(live)  # type: ignore[arg-type]
+                if gone:
+                    self.of(target).remove(gone)  # type: ignore[arg-type]
+
+
+def open_indexes(*, index_dir: Path, embedder: Any, tuning: dict[str, Any] | None = None) -> Indexes:
+    """Open (or create) both indexes under index_dir."""
+    tuning = tuning or {}
+    return Indexes(
+        achievements=HybridIndex.open(index_dir / "achievements", embedder=embedder, **tuning),
+        needs=HybridIndex.open(index_dir / "needs", embedder=embedder, **tuning),
+    )
+
+
+def sync_indexes(*, session: Session, indexes: Indexes, targets: Sequence[Target] = ("achievements", "needs"),
+                 progress: bool = False) -> dict[str, SyncReport]:
+    """Make each index equal to the published rows in the DB; only new or changed documents are embedded."""
+    reports: dict[str, SyncReport] = {}
+    with indexes.lock:
+        for target in targets:
+            docs = published_documents(session=session, target=target)
+            reports[target] = indexes.of(target).sync(docs, progress=progress)
+    return reports

@@ -1,0 +1,91 @@
+"""Ranked, explained matches both ways: text → achievements/needs, need → achievements, achievement → needs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from catalog.indexing import Indexes, Target
+from catalog.service import get_achievement, get_need, visible_to_public
+from core.errors import InvalidInput, NotFound
+from matching.text import normalise
+from models.tables import Achievement, ListingStatus, Need
+
+FILTERS: dict[str, tuple[str, ...]] = {
+    "achievements": ("field", "maturity_stage", "source"),
+    "needs": ("field", "region", "visibility", "source"),
+}
+
+
+@dataclass(frozen=True)
+class Match:
+    """One ranked hit, with the row's identity and why it ranked."""
+
+    id: int
+    external_id: str
+    title: str
+    score: float
+    reasons: dict[str, Any]
+
+
+def match_text(*, session: Session, indexes: Indexes, text: str, target: Target, k: int = 10,
+               filters: Mapping[str, str] | None = None, staff: bool = False,
+               exclude_ids: tuple[int, ...] = ()) -> list[Match]:
+    """The k best published rows of the target for a free text, explained."""
+    filters = dict(filters or {})
+    for key in filters:
+        if key not in FILTERS[target]:
+            raise InvalidInput(f"cannot filter {target} on {key!r}; allowed: {', '.join(FILTERS[target])}",
+                               field=f"filters.{key}")
+    if target == "needs" and not staff:
+        if filters.get("visibility", "public") != "public":
+            raise InvalidInput("private needs are visible to staff only", field="filters.visibility")
+        filters["visibility"] = "public"
+    query = normalise(text)
+    if not query.strip():
+        raise InvalidInput("text is empty after normalisation", field="text")
+    hits = indexes.search(target, query, k=k, filters=filters or None, exclude_ids=exclude_ids)
+    model = Achievement if target == "achievements" else Need
+    rows = {r.id: r for r in session.scalars(select(model).where(model.id.in_([h.id for h in hits])))}
+    out: list[Match] = []
+    for hit in hits:
+        row = rows.get(hit.id)
+        # The index follows the DB; a row withdrawn a moment ago is dropped here rather than shown.
+        if row is None or row.status != ListingStatus.published:
+            continue
+        if not staff and not visible_to_public(row):
+            continue
+        out.append(Match(id=row.id, external_id=row.external_id, title=row.title, score=float(hit.score),
+                         reasons=hit.reasons))
+    return out
+
+
+def _query_text(row: Need | Achievement) -> str:
+    if isinstance(row, Need):
+        return f"{row.title}。{row.description or ''}"
+    keywords = "、".join(row.keywords or ())
+    return f"{row.title}。{keywords}。{row.abstract or ''}"
+
+
+def matches_for_need(*, session: Session, indexes: Indexes, need_id: int, k: int = 10,
+                     staff: bool = False) -> list[Match]:
+    """The best achievements for a need."""
+    need = get_need(session=session, need_id=need_id)
+    if not staff and not visible_to_public(need):
+        raise NotFound(f"need {need_id} not found")
+    return match_text(session=session, indexes=indexes, text=_query_text(need), target="achievements", k=k,
+                      staff=staff)
+
+
+def matches_for_achievement(*, session: Session, indexes: Indexes, achievement_id: int, k: int = 10,
+                            staff: bool = False) -> list[Match]:
+    """The best needs for an achievement (public needs only, unless staff)."""
+    achievement = get_achievement(session=session, achievement_id=achievement_id)
+    if not staff and not visible_to_public(achievement):
+        raise NotFound(f"achievement {achievement_id} not found")
+    return match_text(session=session, indexes=indexes, text=_query_text(achievement), target="needs", k=k,
+                      staff=staff)

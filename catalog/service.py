@@ -1,0 +1,176 @@
+"""Needs and achievements services: keyword-only functions over a Session; the caller commits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from catalog.schemas import AchievementCreate, AchievementUpdate, NeedCreate, NeedUpdate
+from core.errors import Conflict, InvalidInput, NotFound
+from matching.text import normalise
+from models.tables import Achievement, ListingStatus, Need, Organisation, Visibility
+
+Listing = TypeVar("Listing", Need, Achievement)
+
+# Free-text fields are normalised once, here at the boundary (traditional → simplified, full-width → half-width).
+_TEXT_FIELDS = {"title", "description", "abstract", "field", "region"}
+
+_FILTERABLE: dict[type, tuple[str, ...]] = {
+    Need: ("status", "field", "region", "visibility", "source", "owner_id"),
+    Achievement: ("status", "field", "maturity_stage", "source", "owner_id"),
+}
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing."""
+
+    items: list[Any]
+    total: int
+    page: int
+    page_size: int
+
+
+def content_hash(values: Mapping[str, Any]) -> str:
+    """sha1 of the canonical JSON of content fields (the index skips unchanged documents by it)."""
+    canonical = json.dumps(values, ensure_ascii=False, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(canonical.encode("utf-8")).hexdigest()
+
+
+def _normalised(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _TEXT_FIELDS and isinstance(value, str):
+            value = normalise(value)
+        elif key == "keywords" and value is not None:
+            value = [normalise(k) for k in value]
+        out[key] = value
+    return out
+
+
+def _check_owner(session: Session, owner_id: int | None) -> None:
+    if owner_id is not None and session.get(Organisation, owner_id) is None:
+        raise InvalidInput(f"organisation {owner_id} does not exist", field="owner_id")
+
+
+def _row_hash(row: Need | Achievement) -> str:
+    if isinstance(row, Need):
+        fields = ("title", "description", "field", "region", "budget_yuan", "deadline", "visibility", "status")
+    else:
+        fields = ("title", "abstract", "keywords", "field", "maturity_stage", "transfer_modes", "price_yuan",
+                  "patent_numbers", "status")
+    return content_hash({f: getattr(row, f) for f in fields})
+
+
+def _create(session: Session, model: type[Listing], data: dict[str, Any]) -> Listing:
+    data = _normalised(data)
+    _check_owner(session, data.get("owner_id"))
+    source = data.pop("source", None) or "api"
+    external_id = data.pop("external_id", None) or uuid.uuid4().hex
+    exists = session.scalar(select(model.id).where(model.source == source, model.external_id == external_id))
+    if exists is not None:
+        raise Conflict(f"{model.__tablename__} with source {source!r} and external_id {external_id!r} exists "
+                       f"(id {exists})", field="external_id")
+    row = model(source=source, external_id=external_id, **data)
+    row.content_hash = _row_hash(row)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _get(session: Session, model: type[Listing], row_id: int) -> Listing:
+    row = session.get(model, row_id)
+    if row is None:
+        raise NotFound(f"{model.__tablename__[:-1]} {row_id} not found")
+    return row
+
+
+def _update(session: Session, model: type[Listing], row_id: int, data: dict[str, Any]) -> Listing:
+    row = _get(session, model, row_id)
+    for key, value in _normalised(data).items():
+        setattr(row, key, value)
+    row.content_hash = _row_hash(row)
+    session.flush()
+    return row
+
+
+def _list(session: Session, model: type[Listing], *, page: int, page_size: int,
+          filters: Mapping[str, Any], query: str | None) -> Page:
+    stmt: Select[Any] = select(model)
+    for key, value in filters.items():
+        if value is None:
+            continue
+        if key not in _FILTERABLE[model]:
+            raise InvalidInput(f"cannot filter on {key!r}; allowed: {', '.join(_FILTERABLE[model])}", field=key)
+        stmt = stmt.where(getattr(model, key) == value)
+    if query:
+        stmt = stmt.where(model.title.contains(normalise(query), autoescape=True))
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    items = session.scalars(stmt.order_by(model.id).offset((page - 1) * page_size).limit(page_size)).all()
+    return Page(items=list(items), total=total, page=page, page_size=page_size)
+
+
+def create_need(*, session: Session, data: NeedCreate, source: str | None = None) -> Need:
+    """Publish (or draft) a need."""
+    return _create(session, Need, {**data.model_dump(), "source": source})
+
+
+def get_need(*, session: Session, need_id: int) -> Need:
+    """One need, or NotFound."""
+    return _get(session, Need, need_id)
+
+
+def list_needs(*, session: Session, page: int = 1, page_size: int = 20, filters: Mapping[str, Any] | None = None,
+               query: str | None = None) -> Page:
+    """A page of needs, filtered on exact attributes and a title substring."""
+    return _list(session, Need, page=page, page_size=page_size, filters=filters or {}, query=query)
+
+
+def update_need(*, session: Session, need_id: int, data: NeedUpdate) -> Need:
+    """Change the given fields of a need."""
+    return _update(session, Need, need_id, data.model_dump(exclude_unset=True))
+
+
+def withdraw_need(*, session: Session, need_id: int) -> Need:
+    """Withdraw a need: it leaves the search index but stays on record."""
+    return _update(session, Need, need_id, {"status": ListingStatus.withdrawn})
+
+
+def create_achievement(*, session: Session, data: AchievementCreate, source: str | None = None) -> Achievement:
+    """Publish (or draft) an achievement."""
+    return _create(session, Achievement, {**data.model_dump(mode="python"), "source": source})
+
+
+def get_achievement(*, session: Session, achievement_id: int) -> Achievement:
+    """One achievement, or NotFound."""
+    return _get(session, Achievement, achievement_id)
+
+
+def list_achievements(*, session: Session, page: int = 1, page_size: int = 20,
+                      filters: Mapping[str, Any] | None = None, query: str | None = None) -> Page:
+    """A page of achievements, filtered on exact attributes and a title substring."""
+    return _list(session, Achievement, page=page, page_size=page_size, filters=filters or {}, query=query)
+
+
+def update_achievement(*, session: Session, achievement_id: int, data: AchievementUpdate) -> Achievement:
+    """Change the given fields of an achievement."""
+    return _update(session, Achievement, achievement_id, data.model_dump(exclude_unset=True, mode="python"))
+
+
+def withdraw_achievement(*, session: Session, achievement_id: int) -> Achievement:
+    """Withdraw an achievement: it leaves the search index but stays on record."""
+    return _update(session, Achievement, achievement_id, {"status": ListingStatus.withdrawn})
+
+
+def visible_to_public(row: Need | Achievement) -> bool:
+    """Whether a row may be shown to someone without staff rights."""
+    if row.status != ListingStatus.published:
+        return False
+    return not (isinstance(row, Need) and row.visibility == Visibility.private)

@@ -1,0 +1,1 @@
+"""Text → tokens → vectors → ranked, explained hits. Knows nothing of HTTP or ORM sessions."""

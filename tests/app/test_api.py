@@ -1,0 +1,151 @@
+"""The HTTP API end to end: publish, read, list, update, withdraw, match both ways, problem+json errors."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app.conftest import STAFF
+
+ACHIEVEMENTS = [
+    {"title": "高安全性防爆锂离子电池电解液", "abstract": "开发阻燃电解液添加剂，抑制锂离子电池热失控，针刺不起火不爆炸。",
+     "keywords": ["锂离子电池", "阻燃", "电解液"], "field": "新能源", "external_id": "a-li"},
+    {"title": "水稻抗旱高产育种技术", "abstract": "利用分子标记辅助选择培育抗旱水稻新品种，亩产提高百分之十五。",
+     "keywords": ["水稻", "育种", "抗旱"], "field": "现代农业", "external_id": "a-rice"},
+    {"title": "海参养殖水质智能监测系统", "abstract": "基于物联网传感器实时监测溶解氧、温度和盐度，自动预警。",
+     "keywords": ["海参", "水质监测", "物联网"], "field": "海洋生物", "external_id": "a-sea"},
+    {"title": "碳纤维复合材料低成本成型工艺", "abstract": "采用快速固化树脂与模压工艺，降低碳纤维复合材料构件成本。",
+     "keywords": ["碳纤维", "复合材料", "模压成型"], "field": "新材料", "external_id": "a-cf"},
+]
+NEEDS = [
+    {"title": "动力电池热失控防护技术", "description": "需求内容：我公司生产锂电池组，需解决电池过热起火、爆炸的安全隐患。",
+     "field": "新能源", "region": "环翠区", "budget_yuan": "800000.00", "external_id": "n-bat"},
+    {"title": "刺参育苗池水质在线监测", "description": "需要实时监测养殖池溶解氧和水温，异常时自动报警。",
+     "field": "海洋生物", "region": "荣成市", "external_id": "n-sea", "visibility": "private"},
+]
+
+
+@pytest.fixture(scope="module")
+def seeded(client: TestClient) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for body in ACHIEVEMENTS:
+        r = client.post("/api/v1/achievements", json=body, headers=STAFF)
+        assert r.status_code == 201, r.text
+        ids[body["external_id"]] = r.json()["id"]
+    for body in NEEDS:
+        r = client.post("/api/v1/needs", json=body, headers=STAFF)
+        assert r.status_code == 201, r.text
+        ids[body["external_id"]] = r.json()["id"]
+    return ids
+
+
+def test_healthz_counts_indexed_documents(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json()["indexed"]["achievements"] >= len(ACHIEVEMENTS)
+
+
+def test_match_ranks_the_relevant_achievement_first_with_reasons(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.post("/api/v1/match", json={"text": "锂电池起火爆炸的安全防护", "target": "achievements", "k": 3})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["external_id"] == "a-li"
+    assert results[0]["score"] >= results[-1]["score"]
+    assert results[0]["reasons"], "each hit explains itself"
+
+
+def test_traditional_query_matches_simplified_text(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.post("/api/v1/match", json={"text": "海參養殖水質監測", "k": 1})
+    assert r.json()["results"][0]["external_id"] == "a-sea"
+
+
+def test_need_matches_and_achievement_matches(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.get(f"/api/v1/needs/{seeded['n-bat']}/matches", params={"k": 2})
+    assert r.status_code == 200
+    assert r.json()["results"][0]["external_id"] == "a-li"
+    # The private need is shown to staff only.
+    anon = client.get(f"/api/v1/achievements/{seeded['a-sea']}/matches").json()["results"]
+    staff = client.get(f"/api/v1/achievements/{seeded['a-sea']}/matches", headers=STAFF).json()["results"]
+    assert "n-sea" not in [h["external_id"] for h in anon]
+    assert staff[0]["external_id"] == "n-sea"
+
+
+def test_filters_restrict_results(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.post("/api/v1/match", json={"text": "锂电池安全", "filters": {"field": "现代农业"}})
+    assert [h["external_id"] for h in r.json()["results"]] == ["a-rice"]
+
+
+def test_update_and_withdraw_follow_into_the_index(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.post("/api/v1/achievements", json={"title": "石墨烯导热膜制备方法", "external_id": "a-tmp"},
+                    headers=STAFF)
+    new_id = r.json()["id"]
+    r = client.post("/api/v1/match", json={"text": "石墨烯导热膜", "k": 1})
+    assert r.json()["results"][0]["id"] == new_id
+    r = client.patch(f"/api/v1/achievements/{new_id}", json={"title": "超疏水自清洁涂层"}, headers=STAFF)
+    assert r.status_code == 200 and r.json()["title"] == "超疏水自清洁涂层"
+    r = client.post("/api/v1/match", json={"text": "超疏水涂层", "k": 1})
+    assert r.json()["results"][0]["id"] == new_id
+    assert client.post(f"/api/v1/achievements/{new_id}/withdraw", headers=STAFF).json()["status"] == "withdrawn"
+    r = client.post("/api/v1/match", json={"text": "超疏水涂层", "k": 10})
+    assert new_id not in [h["id"] for h in r.json()["results"]]
+    assert client.get(f"/api/v1/achievements/{new_id}").status_code == 404
+    assert client.get(f"/api/v1/achievements/{new_id}", headers=STAFF).status_code == 200
+
+
+def test_list_paginates_and_filters(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.get("/api/v1/achievements", params={"page_size": 2, "page": 1, "field": "新材料"})
+    body = r.json()
+    assert body["total"] == 1 and body["items"][0]["external_id"] == "a-cf"
+    r = client.get("/api/v1/achievements", params={"page_size": 2, "page": 2})
+    assert r.json()["page"] == 2 and len(r.json()["items"]) <= 2
+    # Private needs are not listed for anonymous callers.
+    anon = [n["external_id"] for n in client.get("/api/v1/needs").json()["items"]]
+    assert "n-sea" not in anon
+
+
+def test_money_is_exact_decimal(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.get(f"/api/v1/needs/{seeded['n-bat']}", headers=STAFF)
+    assert r.json()["budget_yuan"] == "800000.00"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        ("post", "/api/v1/needs", {"title": ""}, 422, "title"),
+        ("post", "/api/v1/needs", {"title": "x", "budget_yuan": "1.234"}, 422, "budget_yuan"),
+        ("post", "/api/v1/needs", {"title": "x", "budget_yuan": 12.5}, 422, "budget_yuan"),
+        ("post", "/api/v1/needs", {"title": "x", "budget_yuan": "-1"}, 422, "budget_yuan"),
+        ("post", "/api/v1/needs", {"title": "x", "deadline": "2025-13-01"}, 422, "deadline"),
+        ("post", "/api/v1/needs", {"title": "x", "colour": "red"}, 422, "colour"),
+        ("post", "/api/v1/achievements", {"title": "x", "owner_id": 999999}, 422, "owner_id"),
+        ("post", "/api/v1/match", {"text": "x", "k": 0}, 422, "k"),
+        ("post", "/api/v1/match", {"text": "x", "target": "patents"}, 422, "target"),
+        ("post", "/api/v1/match", {"text": "x", "filters": {"owner": "y"}}, 422, "filters.owner"),
+        ("post", "/api/v1/match", {"text": "   "}, 422, "text"),
+        ("get", "/api/v1/needs/999999", None, 404, None),
+    ],
+)
+def test_bad_input_is_problem_json_naming_the_field(client: TestClient, seeded: dict[str, int], method: str,
+                                                    path: str, body: object, status: int, field: str | None) -> None:
+    r = client.request(method, path, json=body, headers=STAFF)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    if field:
+        assert r.json()["field"] == field
+
+
+def test_malformed_json_is_422_not_500(client: TestClient) -> None:
+    r = client.post("/api/v1/match", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_duplicate_external_id_is_409(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.post("/api/v1/achievements", json=ACHIEVEMENTS[0], headers=STAFF)
+    assert r.status_code == 409 and r.json()["field"] == "external_id"
+
+
+def test_writes_need_the_staff_token(client: TestClient) -> None:
+    assert client.post("/api/v1/needs", json={"title": "x"}).status_code == 401
+    r = client.post("/api/v1/needs", json={"title": "x"}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
