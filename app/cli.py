@@ -79,10 +79,11 @@ def ingest(
     """Load needs or achievements from files: idempotent upsert, bad rows named, then the index follows."""
     from ingest.service import format_errors, format_summary, ingest_file
 
+    ingest_kind = _kind(kind)  # validate before the model loads
     runtime = _runtime()
     rejected = 0
     for path in files:
-        summary = ingest_file(session_factory=runtime.session_factory, kind=_kind(kind), path=path, source=source,
+        summary = ingest_file(session_factory=runtime.session_factory, kind=ingest_kind, path=path, source=source,
                               batch_size=batch_size, progress=progress)
         typer.echo(f"{path}: {format_summary(summary)}")
         if summary.rejected:
@@ -109,11 +110,12 @@ def pull(
     from ingest.feed import pull_feed
     from ingest.service import format_errors, format_summary
 
+    feed_kind = _kind(kind)
     runtime = _runtime()
     runs = 0
     while True:
         try:
-            summary = pull_feed(session_factory=runtime.session_factory, url=url, kind=_kind(kind), source=source)
+            summary = pull_feed(session_factory=runtime.session_factory, url=url, kind=feed_kind, source=source)
         except DomainError as exc:
             _sync(runtime, progress=False)  # what landed before the failure is kept and searchable
             _fail(exc.detail)
