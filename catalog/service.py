@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from catalog.schemas import AchievementCreate, AchievementUpdate, NeedCreate, NeedUpdate
 from core.errors import Conflict, InvalidInput, NotFound
-from matching.text import normalise
+from matching.text import tidy
 from models.tables import Achievement, ListingStatus, Need, Organisation, Visibility
 
 Listing = TypeVar("Listing", Need, Achievement)
@@ -48,9 +48,9 @@ def _normalised(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in _TEXT_FIELDS and isinstance(value, str):
-            value = normalise(value)
+            value = tidy(value)
         elif key == "keywords" and value is not None:
-            value = [normalise(k) for k in value]
+            value = [tidy(k) for k in value]
         out[key] = value
     return out
 
@@ -111,7 +111,7 @@ def _list(session: Session, model: type[Listing], *, page: int, page_size: int,
             raise InvalidInput(f"cannot filter on {key!r}; allowed: {', '.join(_FILTERABLE[model])}", field=key)
         stmt = stmt.where(getattr(model, key) == value)
     if query:
-        stmt = stmt.where(model.title.contains(normalise(query), autoescape=True))
+        stmt = stmt.where(model.title.contains(tidy(query), autoescape=True))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     items = session.scalars(stmt.order_by(model.id).offset((page - 1) * page_size).limit(page_size)).all()
     return Page(items=list(items), total=total, page=page, page_size=page_size)

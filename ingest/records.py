@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from matching.text import normalise
+from matching.text import normalise, tidy
 from models.tables import IngestKind, ListingStatus, MaturityStage, OrgKind, TransferMode, Visibility
 
 CENT = Decimal("0.01")
@@ -112,11 +112,12 @@ def split_list(value: object) -> list[Any]:
 
 def _text(value: object) -> str:
     # Numbers arrive from spreadsheets and JSON; a title of 2024 is still text.
+    # Stored as typed, only tidied (tidy keeps case and line breaks); search folds case itself.
     if isinstance(value, str):
-        return normalise(value)
+        return tidy(value)
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ValueError(f"expected text, got {type(value).__name__}")
-    return normalise(repr(value) if isinstance(value, float) else str(value))
+    return tidy(repr(value) if isinstance(value, float) else str(value))
 
 
 def _identifier(value: object) -> str:

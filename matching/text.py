@@ -20,6 +20,8 @@ STOP_WORDS = RESOURCES / "stopwords.txt"
 # Done by hand rather than NFKC so that 。、《》“” stay Chinese and ①/㎡/℃ keep their meaning.
 _WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _SPACES = re.compile(r"\s+")
+_INLINE_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 # Latin/digit terms, keeping inner . - + (e.g. "5g", "ph7.5", "c++", "gb/t") together.
 _LATIN = re.compile(r"[a-z0-9][a-z0-9.+\-]*[a-z0-9+]|[a-z0-9]")
@@ -33,14 +35,21 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
-def normalise(text: str | None) -> str:
-    """Traditional→simplified, full-width→half-width, lowercase Latin, collapse whitespace."""
+def tidy(text: str | None) -> str:
+    """Normalise text for storage: traditional→simplified, full-width→half-width, tidy spaces; case and lines kept."""
     if not text:
         return ""
-    text = text.translate(_WIDTH)
+    text = text.translate(_WIDTH).replace("\r\n", "\n").replace("\r", "\n")
     with _converter_lock:  # OpenCC objects are not documented as thread-safe
         text = _t2s().convert(text)
-    return _SPACES.sub(" ", text).strip().lower()
+    # What a person typed stays readable ("MEMS", paragraph breaks); search folds further in normalise().
+    lines = (_INLINE_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def normalise(text: str | None) -> str:
+    """Traditional→simplified, full-width→half-width, lowercase Latin, collapse whitespace (the search form)."""
+    return _SPACES.sub(" ", tidy(text)).strip().lower()
 
 
 # --- query cleaning -------------------------------------------------------------------------------------------------

@@ -74,8 +74,8 @@ def test_text_is_normalised_and_blank_cells_are_absent() -> None:
             "owner": "威海市（環翠區）某公司",
         }
     )
-    assert need.title == "锂电池隔膜 abc"
-    assert need.description == "耐热性 测试"
+    assert need.title == "锂电池隔膜 ABC"  # case kept for display; search folds it
+    assert need.description == "耐热性\n\n测试"  # paragraphs kept
     assert need.region is None and need.budget_yuan is None and need.deadline is None
     assert need.owner == "威海市(环翠区)某公司"
 

@@ -82,7 +82,7 @@ def test_traditional_chinese_and_full_width_are_stored_normalised(session_factor
     ingest_file(session_factory=session_factory, kind=NEEDS, path=FILES / "needs_good.jsonl")
     n1 = by_external_id(session_factory, Need)["N-001"]
     assert n1.title == "锂电池隔膜涂层技术"
-    assert n1.description == "需要 提高隔膜耐热性,pe隔膜"
+    assert n1.description == "需要 提高隔膜耐热性,PE隔膜"
     assert n1.region == "威海市环翠区"
 
 
@@ -92,7 +92,7 @@ def test_csv_with_bom_achievements(session_factory) -> None:
     rows = by_external_id(session_factory, Achievement)
     a1 = rows["A-001"]
     assert a1.title == "高效海水淡化膜材料"
-    assert a1.abstract == "反渗透膜 第二行"
+    assert a1.abstract == "反渗透膜\n第二行"  # line breaks kept
     assert a1.keywords == ["海水淡化", "膜材料", "反渗透"]
     assert a1.maturity_stage is MaturityStage.pilot
     assert a1.transfer_modes == ["transfer", "licence"]
