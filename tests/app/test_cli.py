@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from matching.index import HybridIndex
 from models.db import make_engine, make_sessionmaker
 from models.tables import Achievement, ListingStatus
+from tests.ingest.test_feed import Feed, serve_feed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,3 +142,19 @@ def test_bad_kind_is_a_clear_error(tmp_path: Path, fresh_database_url: str) -> N
     src = _write_jsonl(tmp_path / "x.jsonl", [{"external_id": "x", "title": "x"}])
     proc = _techmatch(env, "ingest", "--kind", "patents", str(src), check=False)
     assert proc.returncode == 2 and "achievements or needs" in proc.stderr
+
+
+def test_pull_feed_then_pull_again_resumes_and_indexes(tmp_path: Path, fresh_database_url: str,
+                                                      embedder: object) -> None:
+    state = Feed()
+    state.items = [{"external_id": f"F-{i}", "title": f"海洋牧场装备{i}"} for i in range(3)]
+    env = _env(tmp_path, fresh_database_url)
+    with serve_feed(state) as url:
+        first = _techmatch(env, "pull", url, "--kind", "achievements")
+        assert "3 inserted" in first.stdout and "index achievements: 3 added" in first.stdout
+        state.items.append({"external_id": "F-3", "title": "深远海养殖网箱"})
+        second = _techmatch(env, "pull", url, "--kind", "achievements")
+    assert "1 inserted" in second.stdout and "index achievements: 1 added" in second.stdout
+    assert state.requests == [None, "2", "3"], "the second pull starts from the stored cursor"
+    db_ids, index_ids = _db_and_index_ids(tmp_path, fresh_database_url, embedder)
+    assert db_ids == index_ids and len(db_ids) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,10 +42,9 @@ class Feed:
         return 200, json.dumps(body, ensure_ascii=False).encode()
 
 
-@pytest.fixture
-def feed() -> Iterator[tuple[Feed, str]]:
-    """A running feed server on a free port and its URL."""
-    state = Feed()
+@contextmanager
+def serve_feed(state: Feed) -> Iterator[str]:
+    """Serve a feed on a free local port; yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -63,10 +63,18 @@ def feed() -> Iterator[tuple[Feed, str]]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/feed/achievements"
+        yield f"http://127.0.0.1:{server.server_address[1]}/feed/achievements"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def feed() -> Iterator[tuple[Feed, str]]:
+    """A running feed server on a free port and its URL."""
+    state = Feed()
+    with serve_feed(state) as url:
+        yield state, url
 
 
 def item(i: int, **extra: Any) -> dict[str, Any]:

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.settings import get_settings
+from matching.dense import CachingEmbedder
 from matching.embedding import Embedder
 from matching.eval import format_table, load_benchmark_a, load_benchmark_b, run_eval
 from matching.fusion import FusionConfig
 
 DATA = get_settings().shared_data_dir
-pytestmark = [
-    pytest.mark.shared_data,
-    pytest.mark.skipif(not (DATA / "ccf-bdci2019-tech-match").is_dir(), reason=f"shared data folder absent: {DATA}"),
-]
+absent = pytest.mark.skipif(
+    not (DATA / "ccf-bdci2019-tech-match").is_dir(), reason=f"shared data folder absent: {DATA}"
+)
 
 
+def test_embedding_cache_survives_the_process(tmp_path: Path, embedder: Embedder):
+    texts = ["锂离子电池防爆", "高纯度金属钠", "锂离子电池防爆"]
+    first = CachingEmbedder(embedder, cache_dir=tmp_path)
+    vectors = first.encode_passages(texts)
+    assert first.computed == 2  # the duplicate is embedded once
+    again = CachingEmbedder(embedder, cache_dir=tmp_path)  # a new process reads the shards from disk
+    assert np.allclose(again.encode_passages(texts), vectors) and again.computed == 0
+    assert again.encode_queries(["锂离子电池防爆"]).shape == (1, embedder.dim) and again.computed == 1
+    assert np.allclose(vectors, embedder.encode_passages(texts), atol=1e-5)
+
+
+@pytest.mark.shared_data
+@absent
 def test_benchmark_a_is_built_as_the_readme_says():
     bench = load_benchmark_a(DATA)
     assert len(bench.docs) == 12_272
@@ -28,6 +42,8 @@ def test_benchmark_a_is_built_as_the_readme_says():
     assert all(bench.relevant[q] for q in bench.queries)
 
 
+@pytest.mark.shared_data
+@absent
 def test_benchmark_b_is_built_as_the_readme_says():
     bench = load_benchmark_b(DATA)
     assert len(bench.queries) == 200 and "243 eligible" in bench.notes[0]
@@ -36,6 +52,8 @@ def test_benchmark_b_is_built_as_the_readme_says():
     assert 15_000 < len(bench.docs) < 16_500
 
 
+@pytest.mark.shared_data
+@absent
 def test_bm25_only_on_a_dev_is_in_a_sane_band():
     fusion = FusionConfig(weight_words=0.4, weight_chars=0.6, weight_dense=0.0)
     results = run_eval(benchmarks=("A",), embedder=None, data_dir=DATA, fusion=fusion, modes=("bm25",))
@@ -48,6 +66,8 @@ def test_bm25_only_on_a_dev_is_in_a_sane_band():
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
+@absent
 def test_hybrid_on_a_dev_reaches_the_target(embedder: Embedder, embedding_cache_dir: Path):
     # Embedding the 12,272 titles takes ~3 min on 2 cores with an empty cache (CI), seconds once cached.
     results = run_eval(
