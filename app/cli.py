@@ -14,8 +14,9 @@ import typer
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-cli = typer.Typer(help="techmatch: technology supply/demand matching.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+cli = typer.Typer(
+    help="techmatch: technology supply/demand matching.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 index_cli = typer.Typer(help="Search index maintenance.", no_args_is_help=True)
 cli.add_typer(index_cli, name="index")
 
@@ -64,8 +65,10 @@ def _sync(runtime, *, progress: bool) -> None:  # type: ignore[no-untyped-def]
     with session_scope(runtime.session_factory) as session:
         reports = sync_indexes(session=session, indexes=runtime.indexes, progress=progress)
     for target, rep in reports.items():
-        typer.echo(f"index {target}: {rep.added} added, {rep.updated} updated, {rep.removed} removed, "
-                   f"{rep.unchanged} unchanged")
+        typer.echo(
+            f"index {target}: {rep.added} added, {rep.updated} updated, {rep.removed} removed, "
+            f"{rep.unchanged} unchanged"
+        )
 
 
 @cli.command()
@@ -83,8 +86,14 @@ def ingest(
     runtime = _runtime()
     rejected = 0
     for path in files:
-        summary = ingest_file(session_factory=runtime.session_factory, kind=ingest_kind, path=path, source=source,
-                              batch_size=batch_size, progress=progress)
+        summary = ingest_file(
+            session_factory=runtime.session_factory,
+            kind=ingest_kind,
+            path=path,
+            source=source,
+            batch_size=batch_size,
+            progress=progress,
+        )
         typer.echo(f"{path}: {format_summary(summary)}")
         if summary.rejected:
             typer.echo(format_errors(summary), err=True)
@@ -161,8 +170,12 @@ def demo(
     from ingest.demo import load_demo
 
     runtime = _runtime()
-    summaries = load_demo(session_factory=runtime.session_factory, data_dir=runtime.settings.shared_data_dir,
-                          limit=None if all_ else achievements, progress=progress)
+    summaries = load_demo(
+        session_factory=runtime.session_factory,
+        data_dir=runtime.settings.shared_data_dir,
+        limit=None if all_ else achievements,
+        progress=progress,
+    )
     for line in summaries:
         typer.echo(line)
     _sync(runtime, progress=progress)
@@ -175,14 +188,20 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
 ) -> None:
     """Benchmarks A-dev and B: nDCG@10, Recall@50, pool nDCG@10 for hybrid, BM25-only and dense-only."""
-    from app.runtime import index_tuning, load_embedder
+    from app.runtime import load_embedder
     from matching.eval import format_table, run_eval
+    from matching.index import tuning_from_settings
 
     settings = _settings()
     if not settings.shared_data_dir.is_dir():
         _fail(f"shared data folder {settings.shared_data_dir} is absent; eval needs it")
-    results = run_eval(benchmarks=tuple(benchmark or ("A", "B")), embedder=load_embedder(settings),
-                       data_dir=settings.shared_data_dir, cache_dir=settings.cache_dir, **index_tuning(settings))
+    results = run_eval(
+        benchmarks=tuple(benchmark or ("A", "B")),
+        embedder=load_embedder(settings),
+        data_dir=settings.shared_data_dir,
+        cache_dir=settings.cache_dir,
+        **tuning_from_settings(settings),
+    )
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False) if as_json else format_table(results))
 
 

@@ -41,11 +41,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _loc(tuple(e.get("loc", ()))), "reason": e.get("msg", "invalid")}
-                  for e in exc.errors()]
+        errors = [{"field": _loc(tuple(e.get("loc", ()))), "reason": e.get("msg", "invalid")} for e in exc.errors()]
         first = errors[0] if errors else {"field": "body", "reason": "invalid"}
-        return problem(422, "Invalid input", f"{first['field']}: {first['reason']}", code="invalid_input",
-                       field=first["field"], errors=errors)
+        return problem(
+            422,
+            "Invalid input",
+            f"{first['field']}: {first['reason']}",
+            code="invalid_input",
+            field=first["field"],
+            errors=errors,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -29,8 +29,12 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
             if own:
                 app.state.runtime.close()
 
-    app = FastAPI(title="techmatch", version="0.1.0", lifespan=lifespan,
-                  description="Technology supply/demand matching: needs, achievements, ranked explained matches.")
+    app = FastAPI(
+        title="techmatch",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Technology supply/demand matching: needs, achievements, ranked explained matches.",
+    )
     errors.install(app)
     for router in (health.router, needs.router, achievements.router, match.router, subsidies.router):
         app.include_router(router)

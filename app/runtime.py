@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.indexing import Indexes, open_indexes, sync_indexes
 from core.settings import Settings
+from matching.index import tuning_from_settings
 from models.db import make_engine, make_sessionmaker, migrate, session_scope
 
 log = logging.getLogger("techmatch")
@@ -31,31 +32,11 @@ class Runtime:
         self.engine.dispose()
 
 
-def index_tuning(settings: Settings) -> dict[str, Any]:
-    """The index's tuning knobs, from settings (the one place they are chosen)."""
-    from matching.fusion import FusionConfig
-
-    return {
-        "hnsw_threshold": settings.hnsw_threshold,
-        "hnsw_m": settings.hnsw_m,
-        "hnsw_ef_search": settings.hnsw_ef_search,
-        "fusion": FusionConfig(
-            method=settings.fusion,
-            weight_words=settings.weight_lexical_words,
-            weight_chars=settings.weight_lexical_chars,
-            weight_dense=settings.weight_dense,
-            rrf_k=settings.rrf_k,
-        ),
-        "candidate_depth": settings.candidate_depth,
-    }
-
-
 def load_embedder(settings: Settings) -> Any:
     """The configured embedding model (the prepared multilingual-e5-small by default)."""
     from matching.embedding import load_embedder as _load
 
-    return _load(model=settings.embedding_model, cache_dir=settings.cache_dir,
-                 batch_size=settings.embedding_batch_size)
+    return _load(model=settings.embedding_model, cache_dir=settings.cache_dir, batch_size=settings.embedding_batch_size)
 
 
 def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool = True) -> Runtime:
@@ -65,7 +46,7 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
     migrate(engine)
     factory = make_sessionmaker(engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
-    indexes = open_indexes(index_dir=settings.index_dir, embedder=embedder, tuning=index_tuning(settings))
+    indexes = open_indexes(index_dir=settings.index_dir, embedder=embedder, tuning=tuning_from_settings(settings))
     runtime = Runtime(settings=settings, engine=engine, session_factory=factory, embedder=embedder, indexes=indexes)
     if sync:
         # The DB is the source of truth: after a crash the index may lag; this brings it level (cheap when equal).

@@ -22,8 +22,10 @@ def real_docs(limit: int | None = None) -> list[dict[str, str]]:
     """CSL papers then patents: external_id, title, abstract."""
     folder = data_dir()
     out: list[dict[str, str]] = []
-    for rel, id_key in (("csl-benchmark-2k/csl_2k.jsonl", "id"), ("cn-patent-g06f-cpc/patents.jsonl",
-                                                                  "publication_number")):
+    for rel, id_key in (
+        ("csl-benchmark-2k/csl_2k.jsonl", "id"),
+        ("cn-patent-g06f-cpc/patents.jsonl", "publication_number"),
+    ):
         with (folder / rel).open(encoding="utf-8") as fh:
             for line in fh:
                 rec = json.loads(line)

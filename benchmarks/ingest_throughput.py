@@ -35,8 +35,13 @@ def main() -> None:
         settings = Settings(data_dir=Path(tmp), cache_dir=base.cache_dir, embedding_model=base.embedding_model)
         runtime = build_runtime(settings, embedder=embedder)
         t0 = time.perf_counter()
-        summary = ingest_rows(session_factory=runtime.session_factory, kind=IngestKind.achievements,
-                              rows=list(enumerate(docs, start=1)), source="bench", location="benchmark")
+        summary = ingest_rows(
+            session_factory=runtime.session_factory,
+            kind=IngestKind.achievements,
+            rows=list(enumerate(docs, start=1)),
+            source="bench",
+            location="benchmark",
+        )
         t_db = time.perf_counter() - t0
         with session_scope(runtime.session_factory) as session:
             report = sync_indexes(session=session, indexes=runtime.indexes, targets=("achievements",))

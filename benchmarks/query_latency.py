@@ -16,11 +16,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.runtime import index_tuning, load_embedder
+from app.runtime import load_embedder
 from benchmarks._corpus import real_docs, real_queries, recombined
 from core.settings import get_settings
 from matching.dense import CachingEmbedder
-from matching.index import Document, HybridIndex, passage_text
+from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
 
 
 class DerivedEmbedder:
@@ -70,7 +70,7 @@ def main() -> None:
     print(f"base: {len(base)} real docs embedded (or read from cache) in {time.perf_counter() - t0:.1f}s")
     queries = real_queries(args.queries)
     rng = np.random.default_rng(11)
-    tuning = index_tuning(settings)
+    tuning = tuning_from_settings(settings)
 
     print(f"{'docs':>8} {'engine':<10} {'build s':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for size in args.sizes:
@@ -88,8 +88,10 @@ def main() -> None:
             lat = time_queries(index, queries)
             kind = "hnsw" if embedder is not None and index.dense.is_hnsw else "flat"
             label = f"{engine}/{kind}" if embedder is not None else engine
-            print(f"{size:>8} {label:<10} {build:>8.1f} {percentile(lat, 50):>8.1f} {percentile(lat, 95):>8.1f} "
-                  f"{statistics.fmean(lat):>8.1f}")
+            print(
+                f"{size:>8} {label:<10} {build:>8.1f} {percentile(lat, 50):>8.1f} {percentile(lat, 95):>8.1f} "
+                f"{statistics.fmean(lat):>8.1f}"
+            )
             del index
 
 

@@ -23,18 +23,33 @@ def need_document(row: Need) -> Document:
     """The searchable view of a need."""
     attrs = {"field": row.field, "region": row.region, "visibility": row.visibility.value, "source": row.source}
     body = row.description or ""
-    return Document(id=row.id, title=row.title, body=body, keywords=(), attrs=attrs,
-                    content_hash=content_hash({"t": row.title, "b": body, "a": attrs}))
+    return Document(
+        id=row.id,
+        title=row.title,
+        body=body,
+        keywords=(),
+        attrs=attrs,
+        content_hash=content_hash({"t": row.title, "b": body, "a": attrs}),
+    )
 
 
 def achievement_document(row: Achievement) -> Document:
     """The searchable view of an achievement."""
-    attrs = {"field": row.field, "maturity_stage": row.maturity_stage.value if row.maturity_stage else None,
-             "source": row.source}
+    attrs = {
+        "field": row.field,
+        "maturity_stage": row.maturity_stage.value if row.maturity_stage else None,
+        "source": row.source,
+    }
     keywords = tuple(row.keywords or ())
     body = row.abstract or ""
-    return Document(id=row.id, title=row.title, body=body, keywords=keywords, attrs=attrs,
-                    content_hash=content_hash({"t": row.title, "b": body, "k": keywords, "a": attrs}))
+    return Document(
+        id=row.id,
+        title=row.title,
+        body=body,
+        keywords=keywords,
+        attrs=attrs,
+        content_hash=content_hash({"t": row.title, "b": body, "k": keywords, "a": attrs}),
+    )
 
 
 def to_document(row: Need | Achievement) -> Document:
@@ -48,8 +63,10 @@ def published_documents(*, session: Session, target: Target, batch: int = 1000) 
     last = 0
     while True:
         rows = session.scalars(
-            select(model).where(model.status == ListingStatus.published, model.id > last)
-            .order_by(model.id).limit(batch)
+            select(model)
+            .where(model.status == ListingStatus.published, model.id > last)
+            .order_by(model.id)
+            .limit(batch)
         ).all()
         if not rows:
             return
@@ -97,8 +114,9 @@ def open_indexes(*, index_dir: Path, embedder: Any, tuning: dict[str, Any] | Non
     )
 
 
-def sync_indexes(*, session: Session, indexes: Indexes, targets: Sequence[Target] = ("achievements", "needs"),
-                 progress: bool = False) -> dict[str, SyncReport]:
+def sync_indexes(
+    *, session: Session, indexes: Indexes, targets: Sequence[Target] = ("achievements", "needs"), progress: bool = False
+) -> dict[str, SyncReport]:
     """Make each index equal to the published rows in the DB; only new or changed documents are embedded."""
     reports: dict[str, SyncReport] = {}
     with indexes.lock:

@@ -32,15 +32,24 @@ class Match:
     reasons: dict[str, Any]
 
 
-def match_text(*, session: Session, indexes: Indexes, text: str, target: Target, k: int = 10,
-               filters: Mapping[str, str] | None = None, staff: bool = False,
-               exclude_ids: tuple[int, ...] = ()) -> list[Match]:
+def match_text(
+    *,
+    session: Session,
+    indexes: Indexes,
+    text: str,
+    target: Target,
+    k: int = 10,
+    filters: Mapping[str, str] | None = None,
+    staff: bool = False,
+    exclude_ids: tuple[int, ...] = (),
+) -> list[Match]:
     """The k best published rows of the target for a free text, explained."""
     filters = dict(filters or {})
     for key in filters:
         if key not in FILTERS[target]:
-            raise InvalidInput(f"cannot filter {target} on {key!r}; allowed: {', '.join(FILTERS[target])}",
-                               field=f"filters.{key}")
+            raise InvalidInput(
+                f"cannot filter {target} on {key!r}; allowed: {', '.join(FILTERS[target])}", field=f"filters.{key}"
+            )
     if target == "needs" and not staff:
         if filters.get("visibility", "public") != "public":
             raise InvalidInput("private needs are visible to staff only", field="filters.visibility")
@@ -59,8 +68,9 @@ def match_text(*, session: Session, indexes: Indexes, text: str, target: Target,
             continue
         if not staff and not visible_to_public(row):
             continue
-        out.append(Match(id=row.id, external_id=row.external_id, title=row.title, score=float(hit.score),
-                         reasons=hit.reasons))
+        out.append(
+            Match(id=row.id, external_id=row.external_id, title=row.title, score=float(hit.score), reasons=hit.reasons)
+        )
     return out
 
 
@@ -71,21 +81,21 @@ def _query_text(row: Need | Achievement) -> str:
     return f"{row.title}。{keywords}。{row.abstract or ''}"
 
 
-def matches_for_need(*, session: Session, indexes: Indexes, need_id: int, k: int = 10,
-                     staff: bool = False) -> list[Match]:
+def matches_for_need(
+    *, session: Session, indexes: Indexes, need_id: int, k: int = 10, staff: bool = False
+) -> list[Match]:
     """The best achievements for a need."""
     need = get_need(session=session, need_id=need_id)
     if not staff and not visible_to_public(need):
         raise NotFound(f"need {need_id} not found")
-    return match_text(session=session, indexes=indexes, text=_query_text(need), target="achievements", k=k,
-                      staff=staff)
+    return match_text(session=session, indexes=indexes, text=_query_text(need), target="achievements", k=k, staff=staff)
 
 
-def matches_for_achievement(*, session: Session, indexes: Indexes, achievement_id: int, k: int = 10,
-                            staff: bool = False) -> list[Match]:
+def matches_for_achievement(
+    *, session: Session, indexes: Indexes, achievement_id: int, k: int = 10, staff: bool = False
+) -> list[Match]:
     """The best needs for an achievement (public needs only, unless staff)."""
     achievement = get_achievement(session=session, achievement_id=achievement_id)
     if not staff and not visible_to_public(achievement):
         raise NotFound(f"achievement {achievement_id} not found")
-    return match_text(session=session, indexes=indexes, text=_query_text(achievement), target="needs", k=k,
-                      staff=staff)
+    return match_text(session=session, indexes=indexes, text=_query_text(achievement), target="needs", k=k, staff=staff)

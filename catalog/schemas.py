@@ -23,7 +23,7 @@ class _Strict(BaseModel):
     def _no_float_money(cls, v: Any, info: Any) -> Any:
         # A JSON float (12.3) is already binary-rounded; money must arrive as a string or an integer.
         if info.field_name and info.field_name.endswith("_yuan") and isinstance(v, float):
-            raise ValueError("money must be a decimal string such as \"12.30\" or an integer, not a float")
+            raise ValueError('money must be a decimal string such as "12.30" or an integer, not a float')
         return v
 
 

@@ -64,8 +64,17 @@ def _row_hash(row: Need | Achievement) -> str:
     if isinstance(row, Need):
         fields = ("title", "description", "field", "region", "budget_yuan", "deadline", "visibility", "status")
     else:
-        fields = ("title", "abstract", "keywords", "field", "maturity_stage", "transfer_modes", "price_yuan",
-                  "patent_numbers", "status")
+        fields = (
+            "title",
+            "abstract",
+            "keywords",
+            "field",
+            "maturity_stage",
+            "transfer_modes",
+            "price_yuan",
+            "patent_numbers",
+            "status",
+        )
     return content_hash({f: getattr(row, f) for f in fields})
 
 
@@ -76,8 +85,10 @@ def _create(session: Session, model: type[Listing], data: dict[str, Any]) -> Lis
     external_id = data.pop("external_id", None) or uuid.uuid4().hex
     exists = session.scalar(select(model.id).where(model.source == source, model.external_id == external_id))
     if exists is not None:
-        raise Conflict(f"{model.__tablename__} with source {source!r} and external_id {external_id!r} exists "
-                       f"(id {exists})", field="external_id")
+        raise Conflict(
+            f"{model.__tablename__} with source {source!r} and external_id {external_id!r} exists (id {exists})",
+            field="external_id",
+        )
     row = model(source=source, external_id=external_id, **data)
     row.content_hash = _row_hash(row)
     session.add(row)
@@ -101,8 +112,9 @@ def _update(session: Session, model: type[Listing], row_id: int, data: dict[str,
     return row
 
 
-def _list(session: Session, model: type[Listing], *, page: int, page_size: int,
-          filters: Mapping[str, Any], query: str | None) -> Page:
+def _list(
+    session: Session, model: type[Listing], *, page: int, page_size: int, filters: Mapping[str, Any], query: str | None
+) -> Page:
     stmt: Select[Any] = select(model)
     for key, value in filters.items():
         if value is None:
@@ -127,8 +139,14 @@ def get_need(*, session: Session, need_id: int) -> Need:
     return _get(session, Need, need_id)
 
 
-def list_needs(*, session: Session, page: int = 1, page_size: int = 20, filters: Mapping[str, Any] | None = None,
-               query: str | None = None) -> Page:
+def list_needs(
+    *,
+    session: Session,
+    page: int = 1,
+    page_size: int = 20,
+    filters: Mapping[str, Any] | None = None,
+    query: str | None = None,
+) -> Page:
     """A page of needs, filtered on exact attributes and a title substring."""
     return _list(session, Need, page=page, page_size=page_size, filters=filters or {}, query=query)
 
@@ -153,8 +171,14 @@ def get_achievement(*, session: Session, achievement_id: int) -> Achievement:
     return _get(session, Achievement, achievement_id)
 
 
-def list_achievements(*, session: Session, page: int = 1, page_size: int = 20,
-                      filters: Mapping[str, Any] | None = None, query: str | None = None) -> Page:
+def list_achievements(
+    *,
+    session: Session,
+    page: int = 1,
+    page_size: int = 20,
+    filters: Mapping[str, Any] | None = None,
+    query: str | None = None,
+) -> Page:
     """A page of achievements, filtered on exact attributes and a title substring."""
     return _list(session, Achievement, page=page, page_size=page_size, filters=filters or {}, query=query)
 

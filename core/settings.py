@@ -32,13 +32,22 @@ class Settings(BaseSettings):
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
 
-    # Fusion of lexical and dense scores; tuned on benchmark A dev and benchmark B (see README).
+    hnsw_max_stale_fraction: float = 0.2
+
+    # Ranking, tuned on benchmark A (dev half) and benchmark B with `python -m matching.eval` (see README):
+    # z-scored weighted sum of jieba-word BM25, character-bigram BM25 and e5 cosine.
     fusion: Literal["weighted", "rrf"] = "weighted"
-    weight_lexical_words: float = 0.35
-    weight_lexical_chars: float = 0.35
-    weight_dense: float = 0.30
+    fusion_normalisation: Literal["zscore", "minmax"] = "zscore"
+    weight_lexical_words: float = 0.4
+    weight_lexical_chars: float = 0.3
+    weight_dense: float = 0.3
     rrf_k: int = 60
     candidate_depth: int = 200
+    # A need's title is its densest statement: repeated in the BM25 query, and 0.7 of the query vector.
+    query_title_boost: int = 2
+    query_title_vector_weight: float = 0.7
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
 
     @property
     def resolved_database_url(self) -> str:
@@ -54,9 +63,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
-        if self.environment == "production":
-            if not self.admin_token or len(self.admin_token) < 16:
-                raise ValueError("TECHMATCH_ADMIN_TOKEN of at least 16 characters is required in production")
+        if self.environment == "production" and (not self.admin_token or len(self.admin_token) < 16):
+            raise ValueError("TECHMATCH_ADMIN_TOKEN of at least 16 characters is required in production")
         for name in ("weight_lexical_words", "weight_lexical_chars", "weight_dense"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -78,5 +86,3 @@ def reset_settings(settings: Settings | None = None) -> Settings:
     """Replace the process-wide settings (tests, CLI options)."""
     _Holder.settings = settings or Settings()
     return _Holder.settings
-
-

@@ -45,30 +45,50 @@ def _title_from(abstract: str) -> str:
 def shared_needs(data_dir: Path) -> Iterator[dict[str, Any]]:
     """CCF BDCI 2019 enterprise needs."""
     for rec in _jsonl(data_dir / "ccf-bdci2019-tech-match" / "requirements.jsonl"):
-        yield {"external_id": rec["rid"], "title": rec["title"], "description": rec.get("content", ""),
-               "source": "ccf-bdci2019"}
+        yield {
+            "external_id": rec["rid"],
+            "title": rec["title"],
+            "description": rec.get("content", ""),
+            "source": "ccf-bdci2019",
+        }
 
 
 def _csl(data_dir: Path) -> Iterator[dict[str, Any]]:
     for rec in _jsonl(data_dir / "csl-benchmark-2k" / "csl_2k.jsonl"):
-        yield {"external_id": rec["id"], "title": rec["title"], "abstract": rec["abstract"],
-               "keywords": _keywords(rec.get("keywords")), "field": rec.get("discipline"), "source": "csl"}
+        yield {
+            "external_id": rec["id"],
+            "title": rec["title"],
+            "abstract": rec["abstract"],
+            "keywords": _keywords(rec.get("keywords")),
+            "field": rec.get("discipline"),
+            "source": "csl",
+        }
 
 
 def _patents(data_dir: Path) -> Iterator[dict[str, Any]]:
     for rec in _jsonl(data_dir / "cn-patent-g06f-cpc" / "patents.jsonl"):
-        yield {"external_id": rec["publication_number"], "title": rec["title"], "abstract": rec["abstract"],
-               "patent_numbers": [rec["publication_number"]], "field": "计算机/数据处理 (G06F)",
-               "source": "cn-patent-g06f"}
+        yield {
+            "external_id": rec["publication_number"],
+            "title": rec["title"],
+            "abstract": rec["abstract"],
+            "patent_numbers": [rec["publication_number"]],
+            "field": "计算机/数据处理 (G06F)",
+            "source": "cn-patent-g06f",
+        }
 
 
 def _fewclue(data_dir: Path) -> Iterator[dict[str, Any]]:
     folder = data_dir / "fewclue-csldcp"
     for name in ("csldcp_labeled.jsonl", "csl_true_keywords.jsonl", "csldcp_unlabeled.jsonl"):
         for rec in _jsonl(folder / name):
-            yield {"external_id": rec["id"], "title": _title_from(rec["abstract"]), "abstract": rec["abstract"],
-                   "keywords": _keywords(rec.get("keywords")), "field": rec.get("discipline"),
-                   "source": "fewclue-csldcp"}
+            yield {
+                "external_id": rec["id"],
+                "title": _title_from(rec["abstract"]),
+                "abstract": rec["abstract"],
+                "keywords": _keywords(rec.get("keywords")),
+                "field": rec.get("discipline"),
+                "source": "fewclue-csldcp",
+            }
 
 
 def shared_achievements(data_dir: Path, *, limit: int | None) -> Iterator[dict[str, Any]]:
@@ -86,8 +106,9 @@ def shared_achievements(data_dir: Path, *, limit: int | None) -> Iterator[dict[s
     yield from islice(_fewclue(data_dir), limit - csl - patents)
 
 
-def load_demo(*, session_factory: sessionmaker[Session], data_dir: Path, limit: int | None = 1500,
-              progress: bool = False) -> list[str]:
+def load_demo(
+    *, session_factory: sessionmaker[Session], data_dir: Path, limit: int | None = 1500, progress: bool = False
+) -> list[str]:
     """Ingest the demo needs and achievements (idempotent); returns one summary line per kind."""
     if (data_dir / "ccf-bdci2019-tech-match" / "requirements.jsonl").is_file():
         needs: Iterator[dict[str, Any]] = shared_needs(data_dir)
@@ -100,7 +121,14 @@ def load_demo(*, session_factory: sessionmaker[Session], data_dir: Path, limit: 
     lines = []
     for kind, records in ((IngestKind.needs, needs), (IngestKind.achievements, achievements)):
         rows = list(enumerate(records, start=1))
-        summary = ingest_rows(session_factory=session_factory, kind=kind, rows=rows, source="demo",
-                              location=location, progress=progress, total=len(rows))
+        summary = ingest_rows(
+            session_factory=session_factory,
+            kind=kind,
+            rows=rows,
+            source="demo",
+            location=location,
+            progress=progress,
+            total=len(rows),
+        )
         lines.append(f"demo {format_summary(summary)}")
     return lines

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import faiss
 import numpy as np
@@ -132,10 +133,10 @@ class DenseIndex:
             return
         if self._main_is_hnsw:
             assert self._delta is not None
-            self._delta.remove_ids(known)
+            self._delta.remove_ids(faiss.IDSelectorBatch(known))
             self._tombstones.update(i for i in known.tolist() if i in self._main_ids)
         else:
-            self._main.remove_ids(known)
+            self._main.remove_ids(faiss.IDSelectorBatch(known))
             self._main_ids.difference_update(known.tolist())
 
     def _maybe_rebuild(self) -> None:
@@ -158,7 +159,7 @@ class DenseIndex:
         if k_main:
             params = None
             if self._main_is_hnsw:
-                params = faiss.SearchParametersHNSW()
+                params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
                 params.efSearch = max(self.hnsw_ef_search, k_main)
                 if self._tombstones:
                     # The selector sees the ids stored in the IDMap (FAISS translates them); keep it referenced.
@@ -192,9 +193,10 @@ class DenseIndex:
         vecs = np.load(folder / "vectors.npy")
         self._vectors = {int(i): v for i, v in zip(ids.tolist(), vecs, strict=True)}
         if (folder / "hnsw.faiss").exists():
-            self._main = faiss.read_index(str(folder / "hnsw.faiss"))
+            self._main = cast(faiss.IndexIDMap2, faiss.read_index(str(folder / "hnsw.faiss")))
             self._main_is_hnsw = True
-            faiss.downcast_index(self._main.index).hnsw.efSearch = self.hnsw_ef_search
+            graph = cast(faiss.IndexHNSWFlat, faiss.downcast_index(self._main.index))
+            graph.hnsw.efSearch = self.hnsw_ef_search
             self._main_ids = set(np.load(folder / "hnsw_ids.npy").tolist())
             self._tombstones = set(np.load(folder / "tombstones.npy").tolist())
             # Everything not served by the graph (added or re-embedded since it was built) goes to the delta.

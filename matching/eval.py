@@ -242,8 +242,11 @@ def run_eval(
     tuning: Mapping[str, Any] | None = None,
     modes: Sequence[str] = MODES,
     progress: bool = False,
+    **index_options: Any,
 ) -> dict[str, Any]:
     """Score hybrid, BM25-only and dense-only side by side on each benchmark; corpus vectors cached under cache_dir."""
+    # Extra keyword arguments (hnsw_m, candidate_depth, title_boost …) go to HybridIndex, as `tuning` does.
+    tuning = {**dict(tuning or {}), **index_options}
     if embedder is None and any(m != "bm25" for m in modes):
         raise ValueError("modes other than 'bm25' need an embedder")
     if embedder is not None and cache_dir is not None and not isinstance(embedder, CachingEmbedder):
@@ -284,11 +287,10 @@ def fusion_grid(*, step: float = 0.1, rrf_ks: Sequence[int] = (10, 30, 60, 100))
     configs: list[FusionConfig] = []
     for i in range(n + 1):
         for j in range(n + 1 - i):
-            words, chars, dense = i / n, j / n, round((n - i - j) / n, 4)
-            weights = {"weight_words": words, "weight_chars": chars, "weight_dense": dense}
-            configs.append(FusionConfig(method="weighted", normalisation="minmax", **weights))
-            configs.append(FusionConfig(method="weighted", normalisation="zscore", **weights))
-            configs += [FusionConfig(method="rrf", rrf_k=k, **weights) for k in rrf_ks]
+            base = FusionConfig(weight_words=i / n, weight_chars=j / n, weight_dense=round((n - i - j) / n, 4))
+            configs.append(replace(base, method="weighted", normalisation="minmax"))
+            configs.append(replace(base, method="weighted", normalisation="zscore"))
+            configs += [replace(base, method="rrf", rrf_k=k) for k in rrf_ks]
     return configs
 
 

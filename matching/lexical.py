@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,20 +23,15 @@ class BM25Field:
         self.b = b
         self.method = method
         self._bm25: bm25s.BM25 | None = None
-        self._df: Counter[str] = Counter()
         self._n = 0
 
     def build(self, corpus: Sequence[Sequence[str]]) -> None:
         """Index these token lists; row i of the corpus is document position i."""
         self._n = len(corpus)
-        self._df = Counter()
-        for doc in corpus:
-            self._df.update(set(doc))
         if self._n == 0:
             self._bm25 = None
             return
         bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-        # bm25s cannot index an empty token list's vocabulary; an all-empty corpus still needs one token.
         bm25.index([list(doc) for doc in corpus], show_progress=False)
         self._bm25 = bm25
 
@@ -53,19 +47,29 @@ class BM25Field:
             return np.zeros(self._n, dtype=np.float32)
         return np.asarray(self._bm25.get_scores_from_ids(ids), dtype=np.float32)
 
+    def df(self, token: str) -> int:
+        """How many documents contain the token."""
+        if self._bm25 is None or not token:
+            return 0
+        column = self._bm25.vocab_dict.get(token)
+        if column is None:
+            return 0
+        # The score matrix is CSC by token: a column holds one entry per document containing the token.
+        indptr = self._bm25.scores["indptr"]
+        return int(indptr[column + 1] - indptr[column])
+
     def idf(self, token: str) -> float:
         """Lucene-style idf of a token (0 for unknown tokens)."""
-        df = self._df.get(token, 0)
+        df = self.df(token)
         if df == 0:
             return 0.0
         return math.log(1.0 + (self._n - df + 0.5) / (df + 0.5))
 
     def save(self, folder: Path) -> None:
-        """Write the bm25s index and our document frequencies into folder."""
+        """Write the bm25s index and our parameters into folder."""
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"k1": self.k1, "b": self.b, "method": self.method, "n": self._n}
         (folder / "field.json").write_text(json.dumps(meta), encoding="utf-8")
-        (folder / "df.json").write_text(json.dumps(self._df, ensure_ascii=False), encoding="utf-8")
         if self._bm25 is not None:
             self._bm25.save(str(folder / "bm25s"), show_progress=False)
 
@@ -75,7 +79,6 @@ class BM25Field:
         meta = json.loads((folder / "field.json").read_text(encoding="utf-8"))
         field = cls(k1=meta["k1"], b=meta["b"], method=meta["method"])
         field._n = int(meta["n"])
-        field._df = Counter(json.loads((folder / "df.json").read_text(encoding="utf-8")))
         if field._n:
             field._bm25 = bm25s.BM25.load(str(folder / "bm25s"), show_progress=False)
         return field

@@ -34,7 +34,7 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
     return Enum(cls, name=name, native_enum=False, length=32, values_callable=lambda e: [m.value for m in e])
 
 
-class OrgKind(str, enum.Enum):
+class OrgKind(enum.StrEnum):
     enterprise = "enterprise"  # 企业
     university = "university"  # 高校
     research_institute = "research_institute"  # 科研院所
@@ -42,25 +42,25 @@ class OrgKind(str, enum.Enum):
     agency = "agency"  # 技术转移服务机构
 
 
-class Visibility(str, enum.Enum):
+class Visibility(enum.StrEnum):
     public = "public"
     private = "private"
 
 
-class ListingStatus(str, enum.Enum):
+class ListingStatus(enum.StrEnum):
     draft = "draft"
     published = "published"
     withdrawn = "withdrawn"
 
 
-class MaturityStage(str, enum.Enum):
+class MaturityStage(enum.StrEnum):
     concept = "concept"  # 概念验证
     lab = "lab"  # 实验室
     pilot = "pilot"  # 中试
     industrialised = "industrialised"  # 产业化
 
 
-class TransferMode(str, enum.Enum):
+class TransferMode(enum.StrEnum):
     transfer = "transfer"  # 技术转让
     licence = "licence"  # 许可
     development = "development"  # 技术开发
@@ -68,12 +68,12 @@ class TransferMode(str, enum.Enum):
     consulting = "consulting"  # 技术咨询/服务
 
 
-class IngestKind(str, enum.Enum):
+class IngestKind(enum.StrEnum):
     needs = "needs"
     achievements = "achievements"
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     running = "running"
     finished = "finished"
     failed = "failed"

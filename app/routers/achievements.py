@@ -19,8 +19,9 @@ router = APIRouter(prefix="/api/v1/achievements", tags=["achievements"], respons
 
 
 @router.post("", status_code=201, response_model=AchievementOut)
-def create_achievement(body: AchievementCreate, session: SessionDep, indexes: IndexesDep,
-                       _: WriterDep) -> AchievementOut:
+def create_achievement(
+    body: AchievementCreate, session: SessionDep, indexes: IndexesDep, _: WriterDep
+) -> AchievementOut:
     """Publish an achievement; it is searchable when this returns."""
     row = service.create_achievement(session=session, data=body)
     session.commit()
@@ -45,8 +46,12 @@ def list_achievements(
         status = ListingStatus.published
     filters = {"status": status, "field": field, "maturity_stage": maturity_stage, "source": source}
     got = service.list_achievements(session=session, page=page, page_size=page_size, filters=filters, query=q)
-    return AchievementPage(items=[AchievementOut.model_validate(r) for r in got.items], total=got.total,
-                           page=got.page, page_size=got.page_size)
+    return AchievementPage(
+        items=[AchievementOut.model_validate(r) for r in got.items],
+        total=got.total,
+        page=got.page,
+        page_size=got.page_size,
+    )
 
 
 @router.get("/{achievement_id}", response_model=AchievementOut)
@@ -59,8 +64,9 @@ def get_achievement(achievement_id: int, session: SessionDep, principal: Princip
 
 
 @router.patch("/{achievement_id}", response_model=AchievementOut)
-def update_achievement(achievement_id: int, body: AchievementUpdate, session: SessionDep, indexes: IndexesDep,
-                       _: WriterDep) -> AchievementOut:
+def update_achievement(
+    achievement_id: int, body: AchievementUpdate, session: SessionDep, indexes: IndexesDep, _: WriterDep
+) -> AchievementOut:
     """Change an achievement; the index follows."""
     row = service.update_achievement(session=session, achievement_id=achievement_id, data=body)
     session.commit()
@@ -69,8 +75,7 @@ def update_achievement(achievement_id: int, body: AchievementUpdate, session: Se
 
 
 @router.post("/{achievement_id}/withdraw", response_model=AchievementOut)
-def withdraw_achievement(achievement_id: int, session: SessionDep, indexes: IndexesDep,
-                         _: WriterDep) -> AchievementOut:
+def withdraw_achievement(achievement_id: int, session: SessionDep, indexes: IndexesDep, _: WriterDep) -> AchievementOut:
     """Withdraw an achievement from matching."""
     row = service.withdraw_achievement(session=session, achievement_id=achievement_id)
     session.commit()
@@ -79,9 +84,15 @@ def withdraw_achievement(achievement_id: int, session: SessionDep, indexes: Inde
 
 
 @router.get("/{achievement_id}/matches", response_model=MatchResponse)
-def achievement_matches(achievement_id: int, session: SessionDep, indexes: IndexesDep, principal: PrincipalDep,
-                        k: Annotated[int, Query(ge=1, le=100)] = 10) -> MatchResponse:
+def achievement_matches(
+    achievement_id: int,
+    session: SessionDep,
+    indexes: IndexesDep,
+    principal: PrincipalDep,
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> MatchResponse:
     """The best needs for this achievement, explained."""
-    hits = matches_for_achievement(session=session, indexes=indexes, achievement_id=achievement_id, k=k,
-                                   staff=principal.is_staff)
+    hits = matches_for_achievement(
+        session=session, indexes=indexes, achievement_id=achievement_id, k=k, staff=principal.is_staff
+    )
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})

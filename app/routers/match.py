@@ -15,6 +15,13 @@ router = APIRouter(prefix="/api/v1", tags=["match"], responses=PROBLEM_RESPONSES
 @router.post("/match", response_model=MatchResponse)
 def match(body: MatchRequest, session: SessionDep, indexes: IndexesDep, principal: PrincipalDep) -> MatchResponse:
     """Rank published achievements (or needs) for a text, with reasons."""
-    hits = match_text(session=session, indexes=indexes, text=body.text, target=body.target, k=body.k,
-                      filters=body.filters, staff=principal.is_staff)
+    hits = match_text(
+        session=session,
+        indexes=indexes,
+        text=body.text,
+        target=body.target,
+        k=body.k,
+        filters=body.filters,
+        staff=principal.is_staff,
+    )
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})

@@ -45,8 +45,9 @@ def list_needs(
         status, visibility = ListingStatus.published, Visibility.public
     filters = {"status": status, "field": field, "region": region, "visibility": visibility, "source": source}
     got = service.list_needs(session=session, page=page, page_size=page_size, filters=filters, query=q)
-    return NeedPage(items=[NeedOut.model_validate(r) for r in got.items], total=got.total, page=got.page,
-                    page_size=got.page_size)
+    return NeedPage(
+        items=[NeedOut.model_validate(r) for r in got.items], total=got.total, page=got.page, page_size=got.page_size
+    )
 
 
 @router.get("/{need_id}", response_model=NeedOut)
@@ -77,8 +78,13 @@ def withdraw_need(need_id: int, session: SessionDep, indexes: IndexesDep, _: Wri
 
 
 @router.get("/{need_id}/matches", response_model=MatchResponse)
-def need_matches(need_id: int, session: SessionDep, indexes: IndexesDep, principal: PrincipalDep,
-                 k: Annotated[int, Query(ge=1, le=100)] = 10) -> MatchResponse:
+def need_matches(
+    need_id: int,
+    session: SessionDep,
+    indexes: IndexesDep,
+    principal: PrincipalDep,
+    k: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> MatchResponse:
     """The best achievements for this need, explained."""
     hits = matches_for_need(session=session, indexes=indexes, need_id=need_id, k=k, staff=principal.is_staff)
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})

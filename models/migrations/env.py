@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from models.base import Base
 import models.tables  # noqa: F401  (registers the tables on Base.metadata)
+from models.base import Base
 
 config = context.config
 target_metadata = Base.metadata

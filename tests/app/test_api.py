@@ -8,20 +8,52 @@ from fastapi.testclient import TestClient
 from tests.app.conftest import STAFF
 
 ACHIEVEMENTS = [
-    {"title": "高安全性防爆锂离子电池电解液", "abstract": "开发阻燃电解液添加剂，抑制锂离子电池热失控，针刺不起火不爆炸。",
-     "keywords": ["锂离子电池", "阻燃", "电解液"], "field": "新能源", "external_id": "a-li"},
-    {"title": "水稻抗旱高产育种技术", "abstract": "利用分子标记辅助选择培育抗旱水稻新品种，亩产提高百分之十五。",
-     "keywords": ["水稻", "育种", "抗旱"], "field": "现代农业", "external_id": "a-rice"},
-    {"title": "海参养殖水质智能监测系统", "abstract": "基于物联网传感器实时监测溶解氧、温度和盐度，自动预警。",
-     "keywords": ["海参", "水质监测", "物联网"], "field": "海洋生物", "external_id": "a-sea"},
-    {"title": "碳纤维复合材料低成本成型工艺", "abstract": "采用快速固化树脂与模压工艺，降低碳纤维复合材料构件成本。",
-     "keywords": ["碳纤维", "复合材料", "模压成型"], "field": "新材料", "external_id": "a-cf"},
+    {
+        "title": "高安全性防爆锂离子电池电解液",
+        "abstract": "开发阻燃电解液添加剂，抑制锂离子电池热失控，针刺不起火不爆炸。",
+        "keywords": ["锂离子电池", "阻燃", "电解液"],
+        "field": "新能源",
+        "external_id": "a-li",
+    },
+    {
+        "title": "水稻抗旱高产育种技术",
+        "abstract": "利用分子标记辅助选择培育抗旱水稻新品种，亩产提高百分之十五。",
+        "keywords": ["水稻", "育种", "抗旱"],
+        "field": "现代农业",
+        "external_id": "a-rice",
+    },
+    {
+        "title": "海参养殖水质智能监测系统",
+        "abstract": "基于物联网传感器实时监测溶解氧、温度和盐度，自动预警。",
+        "keywords": ["海参", "水质监测", "物联网"],
+        "field": "海洋生物",
+        "external_id": "a-sea",
+    },
+    {
+        "title": "碳纤维复合材料低成本成型工艺",
+        "abstract": "采用快速固化树脂与模压工艺，降低碳纤维复合材料构件成本。",
+        "keywords": ["碳纤维", "复合材料", "模压成型"],
+        "field": "新材料",
+        "external_id": "a-cf",
+    },
 ]
 NEEDS = [
-    {"title": "动力电池热失控防护技术", "description": "需求内容：我公司生产锂电池组，需解决电池过热起火、爆炸的安全隐患。",
-     "field": "新能源", "region": "环翠区", "budget_yuan": "800000.00", "external_id": "n-bat"},
-    {"title": "刺参育苗池水质在线监测", "description": "需要实时监测养殖池溶解氧和水温，异常时自动报警。",
-     "field": "海洋生物", "region": "荣成市", "external_id": "n-sea", "visibility": "private"},
+    {
+        "title": "动力电池热失控防护技术",
+        "description": "需求内容：我公司生产锂电池组，需解决电池过热起火、爆炸的安全隐患。",
+        "field": "新能源",
+        "region": "环翠区",
+        "budget_yuan": "800000.00",
+        "external_id": "n-bat",
+    },
+    {
+        "title": "刺参育苗池水质在线监测",
+        "description": "需要实时监测养殖池溶解氧和水温，异常时自动报警。",
+        "field": "海洋生物",
+        "region": "荣成市",
+        "external_id": "n-sea",
+        "visibility": "private",
+    },
 ]
 
 
@@ -76,8 +108,9 @@ def test_filters_restrict_results(client: TestClient, seeded: dict[str, int]) ->
 
 
 def test_update_and_withdraw_follow_into_the_index(client: TestClient, seeded: dict[str, int]) -> None:
-    r = client.post("/api/v1/achievements", json={"title": "石墨烯导热膜制备方法", "external_id": "a-tmp"},
-                    headers=STAFF)
+    r = client.post(
+        "/api/v1/achievements", json={"title": "石墨烯导热膜制备方法", "external_id": "a-tmp"}, headers=STAFF
+    )
     new_id = r.json()["id"]
     r = client.post("/api/v1/match", json={"text": "石墨烯导热膜", "k": 1})
     assert r.json()["results"][0]["id"] == new_id
@@ -125,8 +158,9 @@ def test_money_is_exact_decimal(client: TestClient, seeded: dict[str, int]) -> N
         ("get", "/api/v1/needs/999999", None, 404, None),
     ],
 )
-def test_bad_input_is_problem_json_naming_the_field(client: TestClient, seeded: dict[str, int], method: str,
-                                                    path: str, body: object, status: int, field: str | None) -> None:
+def test_bad_input_is_problem_json_naming_the_field(
+    client: TestClient, seeded: dict[str, int], method: str, path: str, body: object, status: int, field: str | None
+) -> None:
     r = client.request(method, path, json=body, headers=STAFF)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")

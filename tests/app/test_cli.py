@@ -23,22 +23,30 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _env(tmp_path: Path, url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"TECHMATCH_DATA_DIR": str(tmp_path / "data"), "TECHMATCH_DATABASE_URL": url,
-                "TECHMATCH_ENVIRONMENT": "test", "HF_HUB_OFFLINE": "1"})
+    env.update(
+        {
+            "TECHMATCH_DATA_DIR": str(tmp_path / "data"),
+            "TECHMATCH_DATABASE_URL": url,
+            "TECHMATCH_ENVIRONMENT": "test",
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
     return env
 
 
 def _techmatch(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     if check and proc.returncode not in (0, 1):
         raise AssertionError(f"techmatch {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, object]] | list[str]) -> Path:
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -54,16 +62,20 @@ def _db_and_index_ids(tmp_path: Path, url: str, embedder: object) -> tuple[list[
     return sorted(db), sorted(index.hashes())
 
 
-def test_ingest_names_bad_rows_keeps_good_ones_and_is_idempotent(tmp_path: Path, fresh_database_url: str,
-                                                                  embedder: object) -> None:
+def test_ingest_names_bad_rows_keeps_good_ones_and_is_idempotent(
+    tmp_path: Path, fresh_database_url: str, embedder: object
+) -> None:
     env = _env(tmp_path, fresh_database_url)
-    src = _write_jsonl(tmp_path / "achievements.jsonl", [
-        {"external_id": "a1", "title": "海水淡化反渗透膜"},
-        {"external_id": "a2", "title": ""},
-        "{broken json",
-        {"external_id": "a3", "title": "盐碱地改良微生物菌剂", "price_yuan": "12.345"},
-        {"external_id": "a4", "title": "風電葉片無損檢測"},
-    ])
+    src = _write_jsonl(
+        tmp_path / "achievements.jsonl",
+        [
+            {"external_id": "a1", "title": "海水淡化反渗透膜"},
+            {"external_id": "a2", "title": ""},
+            "{broken json",
+            {"external_id": "a3", "title": "盐碱地改良微生物菌剂", "price_yuan": "12.345"},
+            {"external_id": "a4", "title": "風電葉片無損檢測"},
+        ],
+    )
     first = _techmatch(env, "ingest", "--kind", "achievements", str(src), "--no-progress")
     assert first.returncode == 1, "rejected rows make the exit status non-zero"
     assert "2 inserted" in first.stdout and "3 rejected" in first.stdout
@@ -80,17 +92,36 @@ def test_ingest_names_bad_rows_keeps_good_ones_and_is_idempotent(tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_sigkill_mid_ingest_then_rerun_leaves_db_and_index_equal(tmp_path: Path, fresh_database_url: str,
-                                                                   embedder: object) -> None:
+def test_sigkill_mid_ingest_then_rerun_leaves_db_and_index_equal(
+    tmp_path: Path, fresh_database_url: str, embedder: object
+) -> None:
     env = _env(tmp_path, fresh_database_url)
     n = 400
-    src = _write_jsonl(tmp_path / "many.jsonl", [
-        {"external_id": f"k{i}", "title": f"第{i}号 高分子材料改性技术 {i}", "abstract": "提高耐热性与韧性。" * 3}
-        for i in range(n)
-    ])
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "ingest", "--kind", "achievements", str(src),
-                             "--batch-size", "20", "--no-progress"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    src = _write_jsonl(
+        tmp_path / "many.jsonl",
+        [
+            {"external_id": f"k{i}", "title": f"第{i}号 高分子材料改性技术 {i}", "abstract": "提高耐热性与韧性。" * 3}
+            for i in range(n)
+        ],
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "ingest",
+            "--kind",
+            "achievements",
+            str(src),
+            "--batch-size",
+            "20",
+            "--no-progress",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     engine = make_engine(fresh_database_url)
     deadline = time.monotonic() + 300
     try:
@@ -117,8 +148,9 @@ def test_sigkill_mid_ingest_then_rerun_leaves_db_and_index_equal(tmp_path: Path,
 
 def test_index_rebuild_and_sync_follow_the_db(tmp_path: Path, fresh_database_url: str, embedder: object) -> None:
     env = _env(tmp_path, fresh_database_url)
-    src = _write_jsonl(tmp_path / "a.jsonl", [{"external_id": f"r{i}", "title": f"智能温室控制系统{i}"}
-                                              for i in range(5)])
+    src = _write_jsonl(
+        tmp_path / "a.jsonl", [{"external_id": f"r{i}", "title": f"智能温室控制系统{i}"} for i in range(5)]
+    )
     _techmatch(env, "ingest", "--kind", "achievements", str(src), "--no-progress")
     rebuilt = _techmatch(env, "index", "rebuild")
     assert "index achievements: 5 added" in rebuilt.stdout
@@ -144,8 +176,9 @@ def test_bad_kind_is_a_clear_error(tmp_path: Path, fresh_database_url: str) -> N
     assert proc.returncode == 2 and "achievements or needs" in proc.stderr
 
 
-def test_pull_feed_then_pull_again_resumes_and_indexes(tmp_path: Path, fresh_database_url: str,
-                                                      embedder: object) -> None:
+def test_pull_feed_then_pull_again_resumes_and_indexes(
+    tmp_path: Path, fresh_database_url: str, embedder: object
+) -> None:
     state = Feed()
     state.items = [{"external_id": f"F-{i}", "title": f"海洋牧场装备{i}"} for i in range(3)]
     env = _env(tmp_path, fresh_database_url)

@@ -19,7 +19,7 @@ absent = pytest.mark.skipif(
 )
 
 
-def test_embedding_cache_survives_the_process(tmp_path: Path, embedder: Embedder):
+def test_vector_cache_survives_the_process(tmp_path: Path, embedder: Embedder):
     texts = ["锂离子电池防爆", "高纯度金属钠", "锂离子电池防爆"]
     first = CachingEmbedder(embedder, cache_dir=tmp_path)
     vectors = first.encode_passages(texts)

@@ -293,3 +293,18 @@ def test_a_failing_model_leaves_the_index_unchanged(tmp_path: Path, embedder: Em
         broken.sync(make_docs(ROWS[:5]) + [Document(id=40, title="新文档", body="", content_hash="n")])
     assert len(broken) == 12 and 40 not in broken.hashes()
     assert broken.search("金属钠", k=1)[0].id == 3
+
+
+@pytest.mark.parametrize("tuning", [{}, {"hnsw_threshold": 5, "hnsw_m": 8}])
+def test_filtering_through_faiss_goes_deeper_until_enough_pass(embedder: Embedder, tuning: dict):
+    exact = HybridIndex.in_memory(embedder=embedder, **tuning)
+    deep = HybridIndex.in_memory(embedder=embedder, exact_filter_limit=0, candidate_depth=2, **tuning)
+    exact.sync(make_docs())
+    deep.sync(make_docs())
+    from matching.fusion import FusionConfig
+
+    dense_only = FusionConfig(weight_words=0.0, weight_chars=0.0, weight_dense=1.0)
+    for field in ("能源", "农业", "交通"):
+        want = [h.id for h in exact.search("智能装备", k=3, filters={"field": field}, fusion=dense_only)]
+        got = [h.id for h in deep.search("智能装备", k=3, filters={"field": field}, fusion=dense_only)]
+        assert got == want and len(got) >= 2

@@ -76,3 +76,8 @@ def test_save_and_load_round_trip(tmp_path: Path):
     assert np.allclose(field.scores(query), loaded.scores(query))
     assert loaded.idf("电池") == field.idf("电池")
     assert (loaded.k1, loaded.b, len(loaded)) == (field.k1, field.b, len(TITLES))
+
+
+def test_document_frequencies_come_from_the_index():
+    field = _field([["电池", "防爆", "电池"], ["电池", "负极"], ["钠"]])
+    assert (field.df("电池"), field.df("防爆"), field.df("钠"), field.df("无")) == (2, 1, 1, 0)
