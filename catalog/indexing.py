@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -59,15 +59,18 @@ def to_document(row: Need | Achievement) -> Document:
 
 def published_documents(*, session: Session, target: Target, batch: int = 1000) -> Iterator[Document]:
     """Every published row of the target as a document, streamed in id order."""
-    model = _MODELS[target]
+    model: type[Need] | type[Achievement] = _MODELS[target]
     last = 0
     while True:
-        rows = session.scalars(
-            select(model)
-            .where(model.status == ListingStatus.published, model.id > last)
-            .order_by(model.id)
-            .limit(batch)
-        ).all()
+        rows = cast(
+            "Sequence[Need | Achievement]",
+            session.scalars(
+                select(model)
+                .where(model.status == ListingStatus.published, model.id > last)
+                .order_by(model.id)
+                .limit(batch)
+            ).all(),
+        )
         if not rows:
             return
         for row in rows:

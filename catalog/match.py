@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,8 +58,11 @@ def match_text(
     if not query.strip():
         raise InvalidInput("text is empty after normalisation", field="text")
     hits = indexes.search(target, query, k=k, filters=filters or None, exclude_ids=exclude_ids)
-    model = Achievement if target == "achievements" else Need
-    rows = {r.id: r for r in session.scalars(select(model).where(model.id.in_([h.id for h in hits])))}
+    model: type[Need] | type[Achievement] = Achievement if target == "achievements" else Need
+    found = cast(
+        "Sequence[Need | Achievement]", session.scalars(select(model).where(model.id.in_([h.id for h in hits]))).all()
+    )
+    rows = {r.id: r for r in found}
     out: list[Match] = []
     for hit in hits:
         row = rows.get(hit.id)

@@ -61,6 +61,7 @@ def _check_owner(session: Session, owner_id: int | None) -> None:
 
 
 def _row_hash(row: Need | Achievement) -> str:
+    fields: tuple[str, ...]
     if isinstance(row, Need):
         fields = ("title", "description", "field", "region", "budget_yuan", "deadline", "visibility", "status")
     else:

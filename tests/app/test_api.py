@@ -183,3 +183,36 @@ def test_writes_need_the_staff_token(client: TestClient) -> None:
     assert client.post("/api/v1/needs", json={"title": "x"}).status_code == 401
     r = client.post("/api/v1/needs", json={"title": "x"}, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_subsidy_evaluate_is_served_by_the_app(client: TestClient) -> None:
+    case = {
+        "year": 2025,
+        "parties": [
+            {"id": "ent", "kind": "enterprise", "in_weihai": True, "has_rd_activity": True},
+            {"id": "uni", "kind": "university", "in_weihai": True},
+        ],
+        "contracts": [
+            {
+                "id": "c1",
+                "type": "development",
+                "buyer": "ent",
+                "seller": "uni",
+                "agency": None,
+                "registered": True,
+                "signed_on": "2025-03-01",
+                "amount_yuan": "1000000.00",
+                "payments": [{"paid_on": "2025-04-01", "amount_yuan": "600000.00"}],
+            },
+        ],
+        "listings": [],
+    }
+    r = client.post("/api/v1/subsidies/evaluate", json=case)
+    assert r.status_code == 200, r.text
+    items = {(i["measure"], i["party"]): i["amount_yuan"] for i in r.json()["items"]}
+    assert items[("4.1", "ent")] == "30000.00"  # 5% of 600,000 paid in 2025 (第4条)
+    assert items[("4.2", "uni")] == "6000.00"  # 1% of 600,000 received
+    case["contracts"][0]["seller"] = "nobody"
+    r = client.post("/api/v1/subsidies/evaluate", json=case)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert "contracts[0].seller" in r.json()["field"]
