@@ -31,6 +31,8 @@ CURRENT = "CURRENT"
 _GEN_PREFIX = "gen-"
 _TMP_PREFIX = ".tmp-"
 _EMBED_BATCH = 256
+# Documents embedded between two saves of a long sync.
+_CHECKPOINT_DOCS = 2000
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,15 @@ class HybridIndex:
         wanted = {doc.id: doc for doc in docs}
         with self._lock:
             gone = [doc_id for doc_id in self._entries if doc_id not in wanted]
-            report = self._apply(list(wanted.values()), progress=progress)
+            report = SyncReport()
+            pending = list(wanted.values())
+            # Checkpoint: a long first sync (16k abstracts: minutes) killed half-way keeps what it embedded.
+            for start in range(0, len(pending), _CHECKPOINT_DOCS):
+                part = self._apply(pending[start : start + _CHECKPOINT_DOCS], progress=progress)
+                report.added, report.updated = report.added + part.added, report.updated + part.updated
+                report.unchanged += part.unchanged
+                if (part.added or part.updated) and start + _CHECKPOINT_DOCS < len(pending):
+                    self._save()
             if gone:
                 report.removed = self._dense.remove(gone)
                 for doc_id in gone:

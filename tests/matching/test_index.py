@@ -308,3 +308,29 @@ def test_filtering_through_faiss_goes_deeper_until_enough_pass(embedder: Embedde
         want = [h.id for h in exact.search("智能装备", k=3, filters={"field": field}, fusion=dense_only)]
         got = [h.id for h in deep.search("智能装备", k=3, filters={"field": field}, fusion=dense_only)]
         assert got == want and len(got) >= 2
+
+
+class FailsAfter(CountingEmbedder):
+    """The real embedder that dies after a number of passages, as a killed or crashed process would."""
+
+    def __init__(self, inner: Embedder, *, limit: int) -> None:
+        super().__init__(inner)
+        self.limit = limit
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        if self.passages + len(texts) > self.limit:
+            raise RuntimeError("process died")
+        return super().encode_passages(texts)
+
+
+def test_a_long_sync_checkpoints_so_a_crash_keeps_finished_chunks(tmp_path: Path, embedder: Embedder, monkeypatch):
+    monkeypatch.setattr("matching.index._CHECKPOINT_DOCS", 4)
+    docs = make_docs()
+    dying = HybridIndex.open(tmp_path / "ix", embedder=FailsAfter(embedder, limit=9))
+    with pytest.raises(RuntimeError):
+        dying.sync(docs)
+    reopened = HybridIndex.open(tmp_path / "ix", embedder=(resumed := CountingEmbedder(embedder)))
+    assert sorted(reopened.hashes()) == sorted(d.id for d in docs[:8]), "two finished chunks were saved"
+    report = reopened.sync(docs)
+    assert (report.added, report.unchanged) == (len(docs) - 8, 8)
+    assert resumed.passages == len(docs) - 8, "only the missing documents are embedded on the rerun"
