@@ -23,6 +23,7 @@ def shared_terms(query: Sequence[str], doc: Sequence[str], *, idf: Callable[[str
 def reasons(
     *,
     terms: list[str],
+    bigrams: list[str],
     keywords: list[str],
     raw: dict[str, float],
     parts: dict[str, float],
@@ -32,6 +33,7 @@ def reasons(
     """The JSON-serialisable explanation attached to one hit."""
     return {
         "shared_terms": terms,
+        "shared_bigrams": bigrams,
         "matched_keywords": keywords,
         "fusion": method,
         "scores": {s: round(float(raw[s]), 4) for s in SIGNALS if s in raw},

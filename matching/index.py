@@ -531,9 +531,14 @@ class HybridIndex:
         doc_id = int(self._order[position])
         entry = self._entries[doc_id]
         terms = shared_terms(query.words, entry.words, idf=self._words.idf)
+        # Character bigrams explain hits that share no whole word (锂离子电池 vs 蓄电池 share 电池).
+        bigrams = [
+            g for g in shared_terms(query.chars, entry.chars, idf=self._chars.idf) if not any(g in t for t in terms)
+        ]
         keywords = [kw for kw in entry.keywords if kw and kw in query.text]
         why = reasons(
             terms=terms,
+            bigrams=bigrams,
             keywords=keywords,
             raw={s: float(cands.raw[s][j]) for s in SIGNALS if s in cands.raw},
             parts={s: float(p[j]) for s, p in parts.items()},

@@ -334,3 +334,17 @@ def test_a_long_sync_checkpoints_so_a_crash_keeps_finished_chunks(tmp_path: Path
     report = reopened.sync(docs)
     assert (report.added, report.unchanged) == (len(docs) - 8, 8)
     assert resumed.passages == len(docs) - 8, "only the missing documents are embedded on the rerun"
+
+
+def test_reasons_name_shared_bigrams_when_no_whole_word_is_shared(embedder: Embedder):
+    index = HybridIndex.in_memory(embedder=embedder)
+    index.sync(make_docs())
+    # jieba keeps 锂电池 and 锂离子电池 whole, so no word is shared with 防爆锂离子电池; the bigram 电池 is.
+    hit = index.search("锂电池安全", k=1)[0]
+    assert hit.id == 1
+    assert hit.reasons["shared_terms"] == []
+    assert hit.reasons["shared_bigrams"] == ["电池"]
+    # A bigram inside a shared word is not repeated.
+    why = index.search("金属钠的制备", k=1)[0].reasons
+    assert "金属钠" in why["shared_terms"] or "金属" in why["shared_terms"]
+    assert "金属" not in why["shared_bigrams"]
