@@ -14,6 +14,7 @@ from app.runtime import Runtime
 from catalog.indexing import Indexes
 from core.errors import Unauthorized
 from core.settings import Settings
+from models.db import session_scope
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -26,15 +27,8 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:
     """A session committed when the request succeeds (the request is the boundary)."""
-    session = runtime.session_factory()
-    try:
+    with session_scope(runtime.session_factory) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_settings_dep(runtime: RuntimeDep) -> Settings:
