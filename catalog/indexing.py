@@ -80,7 +80,10 @@ def published_documents(*, session: Session, target: Target, batch: int = 1000) 
 
 @dataclass
 class Indexes:
-    """The two search indexes (achievements, needs) behind one lock: mutations never interleave with searches."""
+    """The two search indexes (achievements, needs); writers take the lock so a sync and an API write never interleave.
+
+    Searches need no outer lock: each HybridIndex locks its own state, and embeds the query outside that lock.
+    """
 
     achievements: SearchIndex
     needs: SearchIndex
@@ -91,11 +94,10 @@ class Indexes:
         return self.achievements if target == "achievements" else self.needs
 
     def search(self, target: Target, text: str, **kwargs: Any) -> list[Hit]:
-        """Search one index under the lock."""
-        with self.lock:
-            return self.of(target).search(text, **kwargs)
+        """Search one index."""
+        return self.of(target).search(text, **kwargs)
 
-    def refresh(self, *, session: Session, rows: Sequence[Need | Achievement]) -> None:
+    def refresh(self, *, rows: Sequence[Need | Achievement]) -> None:
         """Bring the index in line with just these rows (after an API write): upsert published, remove the rest."""
         with self.lock:
             for target, model in _MODELS.items():

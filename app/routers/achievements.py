@@ -25,7 +25,7 @@ def create_achievement(
     """Publish an achievement; it is searchable when this returns."""
     row = service.create_achievement(session=session, data=body)
     session.commit()
-    indexes.refresh(session=session, rows=[row])
+    indexes.refresh(rows=[row])
     return AchievementOut.model_validate(row)
 
 
@@ -70,7 +70,7 @@ def update_achievement(
     """Change an achievement; the index follows."""
     row = service.update_achievement(session=session, achievement_id=achievement_id, data=body)
     session.commit()
-    indexes.refresh(session=session, rows=[row])
+    indexes.refresh(rows=[row])
     return AchievementOut.model_validate(row)
 
 
@@ -79,7 +79,7 @@ def withdraw_achievement(achievement_id: int, session: SessionDep, indexes: Inde
     """Withdraw an achievement from matching."""
     row = service.withdraw_achievement(session=session, achievement_id=achievement_id)
     session.commit()
-    indexes.refresh(session=session, rows=[row])
+    indexes.refresh(rows=[row])
     return AchievementOut.model_validate(row)
 
 

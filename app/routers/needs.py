@@ -23,7 +23,7 @@ def create_need(body: NeedCreate, session: SessionDep, indexes: IndexesDep, _: W
     """Publish a need; it is searchable when this returns."""
     row = service.create_need(session=session, data=body)
     session.commit()
-    indexes.refresh(session=session, rows=[row])
+    indexes.refresh(rows=[row])
     return NeedOut.model_validate(row)
 
 
@@ -64,7 +64,7 @@ def update_need(need_id: int, body: NeedUpdate, session: SessionDep, indexes: In
     """Change a need; the index follows."""
     row = service.update_need(session=session, need_id=need_id, data=body)
     session.commit()
-    indexes.refresh(session=session, rows=[row])
+    indexes.refresh(rows=[row])
     return NeedOut.model_validate(row)
 
 
@@ -73,7 +73,7 @@ def withdraw_need(need_id: int, session: SessionDep, indexes: IndexesDep, _: Wri
     """Withdraw a need from matching."""
     row = service.withdraw_need(session=session, need_id=need_id)
     session.commit()
-    indexes.refresh(session=session, rows=[row])
+    indexes.refresh(rows=[row])
     return NeedOut.model_validate(row)
 
 
