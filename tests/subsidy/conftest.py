@@ -7,11 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from core.errors import DomainError
 from subsidy.parameters import PolicyParameters, default_parameters
 from subsidy.schemas import EvaluateRequest
 
@@ -44,34 +41,13 @@ def params() -> PolicyParameters:
     return default_parameters()
 
 
-def _install_fallback_handlers(app: FastAPI) -> None:
-    # The same mapping as the app's handler (app/errors.py), for when that module is not importable.
-    @app.exception_handler(DomainError)
-    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse(exc.to_problem(), status_code=exc.status, media_type="application/problem+json")
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        loc = [p for p in exc.errors()[0]["loc"] if p != "body"]
-        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-        return JSONResponse(
-            {"status": 422, "field": field, "detail": exc.errors()[0]["msg"]},
-            status_code=422,
-            media_type="application/problem+json",
-        )
-
-
 @pytest.fixture(scope="session")
 def http_app() -> FastAPI:
     """A bare FastAPI app with only the subsidies router and the problem+json handlers."""
+    from app.errors import install
     from app.routers.subsidies import router
 
     app = FastAPI()
-    try:
-        from app.errors import install
-    except ImportError:  # pragma: no cover - the app's handlers are absent
-        _install_fallback_handlers(app)
-    else:
-        install(app)
+    install(app)
     app.include_router(router)
     return app
