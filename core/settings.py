@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
-
+    # Tombstones + delta above this fraction of the HNSW graph trigger a rebuild from stored vectors.
     hnsw_max_stale_fraction: float = 0.2
 
     # Ranking, tuned on benchmark A (dev half) and benchmark B with `python -m matching.eval` (see README):
