@@ -22,16 +22,8 @@ _SOURCE_LISTS = (
     "trainings",
     "loans",
 )
-_PARTY_LISTS = (
-    "listings",
-    "activities",
-    "evaluations",
-    "recognitions",
-    "landings",
-    "expert_studios",
-    "trainings",
-    "loans",
-)
+# Every source list but contracts names its recipient in `party` (contracts name buyer, seller and agency).
+_PARTY_LISTS = tuple(name for name in _SOURCE_LISTS if name != "contracts")
 
 
 def check_references(*, request: EvaluateRequest) -> None:
