@@ -44,7 +44,7 @@ def _fail(message: str) -> None:
 
 @cli.command()
 def serve(host: str = "127.0.0.1", port: int = 8000, reload: bool = False) -> None:
-    """Run the HTTP service (migrates the DB, loads the model, syncs the index first)."""
+    """Run the HTTP service (migrates the DB, loads the model, brings the index level with the change feed first)."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -57,10 +57,31 @@ def _runtime(*, sync: bool = False):  # type: ignore[no-untyped-def]
     return build_runtime(_settings(), sync=sync)
 
 
+def _follow(runtime, *, progress: bool) -> None:  # type: ignore[no-untyped-def]
+    """Bring the index level with the change feed; when a running server holds the index, it does that itself."""
+    report = runtime.follower.catch_up(progress=progress)
+    if report.role != "writer":
+        holder = runtime.follower.lease.holder()
+        typer.echo(f"index: followed by the running process (pid {holder}); these changes are searchable there shortly")
+        return
+    for target, rep in report.applied.items():
+        typer.echo(
+            f"index {target}: {rep.added} added, {rep.updated} updated, {rep.removed} removed, "
+            f"{rep.unchanged} unchanged"
+        )
+
+
 def _sync(runtime, *, progress: bool) -> None:  # type: ignore[no-untyped-def]
+    """Reconcile the whole index with the DB (explicit maintenance); needs the index lease."""
     from catalog.indexing import sync_indexes
     from models.db import session_scope
 
+    if not runtime.follower.lease.try_acquire():
+        runtime.close()
+        _fail(
+            f"the index is held by a running process (pid {runtime.follower.lease.holder()}), which follows the "
+            "database by itself; stop it first to reconcile or rebuild"
+        )
     with session_scope(runtime.session_factory) as session:
         reports = sync_indexes(session=session, indexes=runtime.indexes, progress=progress)
     for target, rep in reports.items():
@@ -86,7 +107,7 @@ def ingest(
     rejected = 0
     for path in files:
         summary = ingest_file(
-            session_factory=runtime.session_factory,
+            session_factory=runtime.write_session_factory,
             kind=ingest_kind,
             path=path,
             source=source,
@@ -97,7 +118,7 @@ def ingest(
         if summary.rejected:
             typer.echo(format_errors(summary), err=True)
         rejected += summary.rejected
-    _sync(runtime, progress=progress)
+    _follow(runtime, progress=progress)
     runtime.close()
     if rejected:
         raise typer.Exit(1)
@@ -123,14 +144,14 @@ def pull(
     runs = 0
     while True:
         try:
-            summary = pull_feed(session_factory=runtime.session_factory, url=url, kind=feed_kind, source=source)
+            summary = pull_feed(session_factory=runtime.write_session_factory, url=url, kind=feed_kind, source=source)
         except DomainError as exc:
-            _sync(runtime, progress=False)  # what landed before the failure is kept and searchable
+            _follow(runtime, progress=False)  # what landed before the failure is kept and searchable
             _fail(exc.detail)
         typer.echo(f"{url}: {format_summary(summary)}")
         if summary.rejected:
             typer.echo(format_errors(summary), err=True)
-        _sync(runtime, progress=False)
+        _follow(runtime, progress=False)
         runs += 1
         if every is None or (max_runs is not None and runs >= max_runs):
             break
@@ -143,9 +164,15 @@ def index_rebuild() -> None:
     """Drop the index files and rebuild both indexes from the DB (re-embeds everything)."""
     import shutil
 
+    from catalog.follower import Lease
+
     settings = _settings()
-    if settings.index_dir.exists():
-        shutil.rmtree(settings.index_dir)
+    lease = Lease(settings.index_dir / "writer.lock")
+    if not lease.try_acquire():
+        _fail(f"the index is held by a running process (pid {lease.holder()}); stop it first to rebuild")
+    for target in ("achievements", "needs"):
+        shutil.rmtree(settings.index_dir / target, ignore_errors=True)
+    lease.release()
     runtime = _runtime()
     _sync(runtime, progress=True)
     runtime.close()
@@ -153,7 +180,7 @@ def index_rebuild() -> None:
 
 @index_cli.command("sync")
 def index_sync() -> None:
-    """Bring the index level with the DB (embeds only new or changed rows)."""
+    """Reconcile the index with every row of the DB (embeds only new or changed rows); the feed needs no help."""
     runtime = _runtime()
     _sync(runtime, progress=True)
     runtime.close()
@@ -170,14 +197,14 @@ def demo(
 
     runtime = _runtime()
     summaries = load_demo(
-        session_factory=runtime.session_factory,
+        session_factory=runtime.write_session_factory,
         data_dir=runtime.settings.shared_data_dir,
         limit=None if all_ else achievements,
         progress=progress,
     )
     for line in summaries:
         typer.echo(line)
-    _sync(runtime, progress=progress)
+    _follow(runtime, progress=progress)
     runtime.close()
 
 

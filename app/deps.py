@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from app.runtime import Runtime
+from catalog.follower import IndexFollower
 from catalog.indexing import Indexes
 from core.errors import Unauthorized
 from core.settings import Settings
@@ -25,9 +26,10 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    """A session committed when the request succeeds (the request is the boundary)."""
-    with session_scope(runtime.session_factory) as session:
+def get_session(runtime: RuntimeDep, request: Request) -> Iterator[Session]:
+    """A session committed when the request succeeds (the request is the boundary); a writer for unsafe methods."""
+    safe = request.method in ("GET", "HEAD", "OPTIONS")
+    with session_scope(runtime.session_factory if safe else runtime.write_session_factory) as session:
         yield session
 
 
@@ -39,6 +41,11 @@ def get_settings_dep(runtime: RuntimeDep) -> Settings:
 def get_indexes(runtime: RuntimeDep) -> Indexes:
     """The search indexes."""
     return runtime.indexes
+
+
+def get_follower(runtime: RuntimeDep) -> IndexFollower:
+    """This process's change-feed follower."""
+    return runtime.follower
 
 
 @dataclass(frozen=True)
@@ -73,5 +80,6 @@ def require_writer(runtime: RuntimeDep, principal: Annotated[Principal, Depends(
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 IndexesDep = Annotated[Indexes, Depends(get_indexes)]
+FollowerDep = Annotated[IndexFollower, Depends(get_follower)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 WriterDep = Annotated[Principal, Depends(require_writer)]

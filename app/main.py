@@ -23,11 +23,15 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = runtime is None
         app.state.runtime = runtime or build_runtime(settings or get_settings())
+        # Each process (each uvicorn worker) follows the change feed: writes made anywhere become searchable here.
+        app.state.runtime.follower.start()
         try:
             yield
         finally:
             if own:
                 app.state.runtime.close()
+            else:
+                app.state.runtime.follower.stop()
 
     app = FastAPI(
         title="techmatch",

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.indexing import Indexes, open_indexes, sync_indexes
+from catalog.follower import IndexFollower
+from catalog.indexing import Indexes, Target
 from core.settings import Settings
-from matching.index import tuning_from_settings
-from models.db import make_engine, make_sessionmaker, migrate, session_scope
+from matching.index import HybridIndex, SearchIndex, tuning_from_settings
+from models.db import make_engine, make_sessionmaker, migrate
 
 log = logging.getLogger("techmatch")
 
@@ -24,11 +25,15 @@ class Runtime:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    # Sessions for writes (BEGIN IMMEDIATE on SQLite): requests that change rows, ingest runs.
+    write_session_factory: sessionmaker[Session]
     embedder: Any
     indexes: Indexes
+    follower: IndexFollower
 
     def close(self) -> None:
-        """Release the database pool."""
+        """Stop following the feed, give the index lease up, release the database pool."""
+        self.follower.stop()
         self.engine.dispose()
 
 
@@ -40,17 +45,50 @@ def load_embedder(settings: Settings) -> Any:
 
 
 def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool = True) -> Runtime:
-    """Migrate the DB, load the model, open the indexes and reconcile them with the DB."""
+    """Migrate the DB, load the model, open the indexes and bring them level with the change feed.
+
+    Catching up replays the feed from each index's own last seq (a full scan of the DB only for a new index). When
+    another process holds the index lease, this one reads what that writer wrote.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
     factory = make_sessionmaker(engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
-    indexes = open_indexes(index_dir=settings.index_dir, embedder=embedder, tuning=tuning_from_settings(settings))
-    runtime = Runtime(settings=settings, engine=engine, session_factory=factory, embedder=embedder, indexes=indexes)
+    tuning = tuning_from_settings(settings)
+
+    def reopen(target: Target) -> SearchIndex:
+        return HybridIndex.open(settings.index_dir / target, embedder=embedder, **tuning)
+
+    indexes = Indexes(achievements=reopen("achievements"), needs=reopen("needs"))
+    follower = IndexFollower(
+        indexes=indexes,
+        session_factory=factory,
+        index_dir=settings.index_dir,
+        reopen=reopen,
+        poll_interval=settings.index_poll_interval,
+    )
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        session_factory=factory,
+        write_session_factory=make_sessionmaker(engine, writer=True),
+        embedder=embedder,
+        indexes=indexes,
+        follower=follower,
+    )
     if sync:
-        # The DB is the source of truth: after a crash the index may lag; this brings it level (cheap when equal).
-        with session_scope(factory) as session:
-            reports = sync_indexes(session=session, indexes=indexes)
-        log.info("index sync: %s", reports)
+        report = follower.catch_up()
+        if report.role != "writer":
+            log.info("index: reading what the writer (pid %s) writes", follower.lease.holder())
+        for name, rep in report.applied.items():
+            target = cast(Target, name)
+            log.info(
+                "index %s caught up to seq %s: %d added, %d updated, %d removed",
+                target,
+                indexes.of(target).last_seq,
+                rep.added,
+                rep.updated,
+                rep.removed,
+            )
     return runtime

@@ -48,6 +48,20 @@ class AchievementOut(_Out):
     updated_at: datetime
 
 
+class NeedWriteOut(NeedOut):
+    """A need after a write: committed; `searchable` says whether matching sees the change yet."""
+
+    change_seq: int
+    searchable: bool
+
+
+class AchievementWriteOut(AchievementOut):
+    """An achievement after a write: committed; `searchable` says whether matching sees the change yet."""
+
+    change_seq: int
+    searchable: bool
+
+
 class NeedPage(BaseModel):
     items: list[NeedOut]
     total: int

@@ -11,8 +11,9 @@ from typing import Any, Literal, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog.service import content_hash
 from matching.index import Document, Hit, HybridIndex, SearchIndex, SyncReport
+from models.changes import last_seq
+from models.content import content_hash
 from models.tables import Achievement, ListingStatus, Need
 
 Target = Literal["achievements", "needs"]
@@ -80,7 +81,7 @@ def published_documents(*, session: Session, target: Target, batch: int = 1000) 
 
 @dataclass
 class Indexes:
-    """The two search indexes (achievements, needs); writers take the lock so a sync and an API write never interleave.
+    """The two search indexes (achievements, needs); a full sync takes the lock.
 
     Searches need no outer lock: each HybridIndex locks its own state, and embeds the query outside that lock.
     """
@@ -97,17 +98,12 @@ class Indexes:
         """Search one index."""
         return self.of(target).search(text, **kwargs)
 
-    def refresh(self, *, rows: Sequence[Need | Achievement]) -> None:
-        """Bring the index in line with just these rows (after an API write): upsert published, remove the rest."""
-        with self.lock:
-            for target, model in _MODELS.items():
-                mine = [r for r in rows if isinstance(r, model)]
-                live = [to_document(r) for r in mine if r.status == ListingStatus.published]
-                gone = [r.id for r in mine if r.status != ListingStatus.published]
-                if live:
-                    self.of(target).upsert(live)  # type: ignore[arg-type]
-                if gone:
-                    self.of(target).remove(gone)  # type: ignore[arg-type]
+    def replace(self, target: Target, index: SearchIndex) -> None:
+        """Swap in a reopened index (searches already running finish on the old one)."""
+        if target == "achievements":
+            self.achievements = index
+        else:
+            self.needs = index
 
 
 def open_indexes(*, index_dir: Path, embedder: Any, tuning: dict[str, Any] | None = None) -> Indexes:
@@ -126,6 +122,8 @@ def sync_indexes(
     reports: dict[str, SyncReport] = {}
     with indexes.lock:
         for target in targets:
+            # The feed position first: a row written during the scan is then replayed from the feed (idempotent).
+            seq = last_seq(session=session, kind=target)
             docs = published_documents(session=session, target=target)
-            reports[target] = indexes.of(target).sync(docs, progress=progress)
+            reports[target] = indexes.of(target).sync(docs, progress=progress, seq=seq)
     return reports

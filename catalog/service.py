@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -15,7 +13,10 @@ from sqlalchemy.orm import Session
 from catalog.schemas import AchievementCreate, AchievementUpdate, NeedCreate, NeedUpdate
 from core.errors import Conflict, InvalidInput, NotFound
 from matching.text import tidy
-from models.tables import Achievement, ListingStatus, Need, Organisation, Visibility
+from models.base import utcnow
+from models.changes import record_changes
+from models.content import HASHED_COLUMNS, MODERATION_COLUMNS, listing_hash
+from models.tables import Achievement, IngestKind, ListingStatus, Need, Organisation, Visibility
 
 Listing = TypeVar("Listing", Need, Achievement)
 
@@ -38,12 +39,6 @@ class Page:
     page_size: int
 
 
-def content_hash(values: Mapping[str, Any]) -> str:
-    """sha1 of the canonical JSON of content fields (the index skips unchanged documents by it)."""
-    canonical = json.dumps(values, ensure_ascii=False, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha1(canonical.encode("utf-8")).hexdigest()
-
-
 def _normalised(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
@@ -61,25 +56,25 @@ def _check_owner(session: Session, owner_id: int | None) -> None:
 
 
 def _row_hash(row: Need | Achievement) -> str:
-    fields: tuple[str, ...]
-    if isinstance(row, Need):
-        fields = ("title", "description", "field", "region", "budget_yuan", "deadline", "visibility", "status")
-    else:
-        fields = (
-            "title",
-            "abstract",
-            "keywords",
-            "field",
-            "maturity_stage",
-            "transfer_modes",
-            "price_yuan",
-            "patent_numbers",
-            "status",
-        )
-    return content_hash({f: getattr(row, f) for f in fields})
+    return listing_hash(type(row), {name: getattr(row, name) for name in HASHED_COLUMNS[type(row)]})
 
 
-def _create(session: Session, model: type[Listing], data: dict[str, Any]) -> Listing:
+@dataclass(frozen=True)
+class Written(Generic[Listing]):
+    """A row after a write, and the change-feed position of that write (the index applies it at this seq)."""
+
+    row: Listing
+    seq: int
+
+
+def _feed(session: Session, row: Need | Achievement) -> Written[Any]:
+    kind = IngestKind.needs if isinstance(row, Need) else IngestKind.achievements
+    seq = record_changes(session=session, kind=kind, ids=[row.id])
+    assert seq is not None
+    return Written(row=row, seq=seq)
+
+
+def _create(session: Session, model: type[Listing], data: dict[str, Any]) -> Written[Listing]:
     data = _normalised(data)
     _check_owner(session, data.get("owner_id"))
     source = data.pop("source", None) or "api"
@@ -94,7 +89,7 @@ def _create(session: Session, model: type[Listing], data: dict[str, Any]) -> Lis
     row.content_hash = _row_hash(row)
     session.add(row)
     session.flush()
-    return row
+    return _feed(session, row)
 
 
 def _get(session: Session, model: type[Listing], row_id: int) -> Listing:
@@ -104,13 +99,19 @@ def _get(session: Session, model: type[Listing], row_id: int) -> Listing:
     return row
 
 
-def _update(session: Session, model: type[Listing], row_id: int, data: dict[str, Any]) -> Listing:
+def _update(session: Session, model: type[Listing], row_id: int, data: dict[str, Any]) -> Written[Listing]:
     row = _get(session, model, row_id)
-    for key, value in _normalised(data).items():
+    data = _normalised(data)
+    if "owner_id" in data:
+        _check_owner(session, data["owner_id"])
+    moderated = any(key in data and data[key] != getattr(row, key) for key in MODERATION_COLUMNS[model])
+    for key, value in data.items():
         setattr(row, key, value)
+    if moderated:
+        row.moderated_at = utcnow()
     row.content_hash = _row_hash(row)
     session.flush()
-    return row
+    return _feed(session, row)
 
 
 def _list(
@@ -130,7 +131,7 @@ def _list(
     return Page(items=list(items), total=total, page=page, page_size=page_size)
 
 
-def create_need(*, session: Session, data: NeedCreate, source: str | None = None) -> Need:
+def create_need(*, session: Session, data: NeedCreate, source: str | None = None) -> Written[Need]:
     """Publish (or draft) a need."""
     return _create(session, Need, {**data.model_dump(), "source": source})
 
@@ -152,17 +153,17 @@ def list_needs(
     return _list(session, Need, page=page, page_size=page_size, filters=filters or {}, query=query)
 
 
-def update_need(*, session: Session, need_id: int, data: NeedUpdate) -> Need:
+def update_need(*, session: Session, need_id: int, data: NeedUpdate) -> Written[Need]:
     """Change the given fields of a need."""
     return _update(session, Need, need_id, data.model_dump(exclude_unset=True))
 
 
-def withdraw_need(*, session: Session, need_id: int) -> Need:
+def withdraw_need(*, session: Session, need_id: int) -> Written[Need]:
     """Withdraw a need: it leaves the search index but stays on record."""
     return _update(session, Need, need_id, {"status": ListingStatus.withdrawn})
 
 
-def create_achievement(*, session: Session, data: AchievementCreate, source: str | None = None) -> Achievement:
+def create_achievement(*, session: Session, data: AchievementCreate, source: str | None = None) -> Written[Achievement]:
     """Publish (or draft) an achievement."""
     return _create(session, Achievement, {**data.model_dump(mode="python"), "source": source})
 
@@ -184,12 +185,12 @@ def list_achievements(
     return _list(session, Achievement, page=page, page_size=page_size, filters=filters or {}, query=query)
 
 
-def update_achievement(*, session: Session, achievement_id: int, data: AchievementUpdate) -> Achievement:
+def update_achievement(*, session: Session, achievement_id: int, data: AchievementUpdate) -> Written[Achievement]:
     """Change the given fields of an achievement."""
     return _update(session, Achievement, achievement_id, data.model_dump(exclude_unset=True, mode="python"))
 
 
-def withdraw_achievement(*, session: Session, achievement_id: int) -> Achievement:
+def withdraw_achievement(*, session: Session, achievement_id: int) -> Written[Achievement]:
     """Withdraw an achievement: it leaves the search index but stays on record."""
     return _update(session, Achievement, achievement_id, {"status": ListingStatus.withdrawn})
 

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     # Shared data folder (real corpora for demo, eval and benchmarks); absent on a fresh clone elsewhere.
     shared_data_dir: Path = REPO_ROOT.parent / "shared" / "data"
 
+    # Every process polls the change feed this often (seconds); a write waits up to write_visible_timeout for its
+    # own change to be searchable before answering (the answer says whether it is).
+    index_poll_interval: float = 0.2
+    write_visible_timeout: float = 2.0
+
     # Index: exact search below this many vectors, HNSW above.
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy import Table, insert, select, update
@@ -24,6 +24,8 @@ from core.errors import InvalidInput
 from ingest.readers import RawRow, Unreadable, count_rows, jsonable, read_rows
 from ingest.records import ListingRecord, record_type
 from models.base import utcnow
+from models.changes import record_changes
+from models.content import MODERATION_COLUMNS, listing_hash
 from models.tables import Achievement, IngestError, IngestKind, IngestRun, Need, Organisation, RunStatus
 
 Row = tuple[int, RawRow]
@@ -155,6 +157,15 @@ def validate_row(kind: IngestKind, raw: RawRow, *, row_number: int) -> ListingRe
         return [_row_error(row_number, err) for err in exc.errors(include_url=False)]
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """What flush needs of a stored row: its id, hash, and the moderated values that ingest must keep."""
+
+    id: int
+    content_hash: str
+    moderated: dict[str, Any]
+
+
 # --- the run --------------------------------------------------------------------------------------------------------
 
 
@@ -190,7 +201,7 @@ class RunWriter:
             run_id = run.id
         self.summary = IngestSummary(run_id=run_id, kind=self.kind, source=source, location=location, cursor=cursor)
         self._seen: dict[tuple[str, str], int] = {}
-        self._pending: list[tuple[int, ListingRecord, str]] = []
+        self._pending: list[tuple[int, ListingRecord]] = []
         self._pending_keys: set[tuple[str, str]] = set()
         self._pending_errors: list[tuple[RowError, RawRow]] = []
         self._pending_cursor: str | None = None
@@ -222,28 +233,29 @@ class RunWriter:
         updated_ids: list[int] = []
         with self.session_factory() as session:
             existing = self._existing(session)
+            records = [record for _row_number, record in self._pending]
+            owners = _resolve_owners(session, records, default_kind=record_type(self.kind).default_owner_kind)
             inserts: list[dict[str, Any]] = []
             updates: list[dict[str, Any]] = []
-            changed: list[ListingRecord] = []
             now = utcnow()
-            for _row_number, record, digest in self._pending:
+            for record in records:
                 key = (self._source_of(record), record.external_id)
                 found = existing.get(key)
-                if found is not None and found[1] == digest:
+                values = record.columns()
+                values["owner_id"] = owners.get(record.owner) if record.owner else None
+                if found is not None:
+                    # Status or visibility that staff set through the API stay: a source never republishes a
+                    # withdrawn row or makes a private need public.
+                    values.update(found.moderated)
+                digest = listing_hash(self.model, values)
+                if found is not None and found.content_hash == digest:
                     counts["unchanged"] += 1
                     continue
-                values = {**record.columns(), "content_hash": digest, "updated_at": now}
-                changed.append(record)
+                values |= {"content_hash": digest, "updated_at": now}
                 if found is None:
-                    inserts.append(
-                        {**values, "source": key[0], "external_id": key[1], "created_at": now, "_record": record}
-                    )
+                    inserts.append({**values, "source": key[0], "external_id": key[1], "created_at": now})
                 else:
-                    updates.append({**values, "id": found[0], "_record": record})
-            owners = _resolve_owners(session, changed, default_kind=record_type(self.kind).default_owner_kind)
-            for values in (*inserts, *updates):
-                owner = values.pop("_record").owner
-                values["owner_id"] = owners.get(owner) if owner else None
+                    updates.append({**values, "id": found.id})
             if inserts:
                 inserted_ids = self._insert(session, inserts)
                 counts["inserted"] = len(inserts)
@@ -251,6 +263,8 @@ class RunWriter:
                 session.execute(update(self.model), updates)
                 updated_ids = [values["id"] for values in updates]
                 counts["updated"] = len(updates)
+            # The index learns of these rows from the change feed, committed with them.
+            record_changes(session=session, kind=self.kind, ids=[*inserted_ids, *updated_ids])
             if self._pending_errors:
                 session.execute(
                     insert(IngestError),
@@ -325,7 +339,7 @@ class RunWriter:
         if key in self._pending_keys:
             # Later copy of a row already queued (feeds only): write the earlier one first, then this one over it.
             self.flush()
-        self._pending.append((row_number, result, result.content_hash()))
+        self._pending.append((row_number, result))
         self._pending_keys.add(key)
 
     def _source_of(self, record: ListingRecord) -> str:
@@ -345,20 +359,23 @@ class RunWriter:
             return (source, str(external_id).strip())
         return None
 
-    def _existing(self, session: Session) -> dict[tuple[str, str], tuple[int, str]]:
+    def _existing(self, session: Session) -> dict[tuple[str, str], _Stored]:
         by_source: dict[str, list[str]] = {}
-        for _row_number, record, _digest in self._pending:
+        for _row_number, record in self._pending:
             by_source.setdefault(self._source_of(record), []).append(record.external_id)
-        found: dict[tuple[str, str], tuple[int, str]] = {}
+        found: dict[tuple[str, str], _Stored] = {}
         model = self.model
+        kept = MODERATION_COLUMNS[model]
+        columns = [model.id, model.external_id, model.content_hash, model.moderated_at]
+        columns += [getattr(model, name) for name in kept]
         for source, ids in by_source.items():
             for start in range(0, len(ids), _INSERT_CHUNK):
                 chunk = ids[start : start + _INSERT_CHUNK]
-                stmt = select(model.id, model.external_id, model.content_hash).where(
-                    model.source == source, model.external_id.in_(chunk)
-                )
-                for row_id, external_id, digest in session.execute(stmt):
-                    found[(source, external_id)] = (row_id, digest)
+                stmt = select(*columns).where(model.source == source, model.external_id.in_(chunk))
+                for row in session.execute(stmt):
+                    row_id, external_id, digest, moderated_at, *values = cast("tuple[Any, ...]", tuple(row))
+                    moderated = dict(zip(kept, values, strict=True)) if moderated_at is not None else {}
+                    found[(source, external_id)] = _Stored(row_id, digest, moderated)
         return found
 
     def _insert(self, session: Session, rows: list[dict[str, Any]]) -> list[int]:

@@ -63,15 +63,13 @@ def normalise(raw: np.ndarray, top: np.ndarray, how: str) -> np.ndarray:
     """
     if len(top) == 0:
         return np.zeros_like(raw, dtype=np.float64)
-    if how == "zscore":
-        std = float(top.std())
-        if std <= 1e-12:
-            return np.zeros_like(raw, dtype=np.float64)
-        return (raw - float(top.mean())) / std
     lo, hi = float(top.min()), float(top.max())
     if hi - lo <= 1e-12:
-        # One distinct score: every top candidate is equally good, nothing else is.
+        # One distinct score (often a single hit: a query term only one document has): every top candidate is
+        # equally good, nothing else is. A z-score would divide by zero spread; one unit, as min-max gives it.
         return (raw >= hi).astype(np.float64) if hi > 0 else np.zeros_like(raw, dtype=np.float64)
+    if how == "zscore":
+        return (raw - float(top.mean())) / float(top.std())
     return np.clip((raw - lo) / (hi - lo), 0.0, None)
 
 

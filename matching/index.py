@@ -69,8 +69,8 @@ class SyncReport:
 class SearchIndex(Protocol):
     """The search port: the app talks to this, never to FAISS or bm25s."""
 
-    def sync(self, docs: Iterable[Document], *, progress: bool = False) -> SyncReport:
-        """Make the index hold exactly these docs (embed only new/changed ones); persist."""
+    def sync(self, docs: Iterable[Document], *, progress: bool = False, seq: int | None = None) -> SyncReport:
+        """Make the index hold exactly these docs (embed only new/changed ones), as of feed position seq; persist."""
         ...
 
     def upsert(self, docs: Sequence[Document]) -> SyncReport:
@@ -90,6 +90,15 @@ class SearchIndex(Protocol):
         exclude_ids: Collection[int] = (),
     ) -> list[Hit]:
         """Top-k documents for a free-text query, best first, with reasons."""
+        ...
+
+    def apply(self, upserts: Sequence[Document], removals: Sequence[int], *, seq: int) -> SyncReport:
+        """Apply one batch of the change feed (upsert some docs, remove some ids) and record seq as applied."""
+        ...
+
+    @property
+    def last_seq(self) -> int | None:
+        """The last change-feed seq this index has applied (None: unknown, a full sync is needed)."""
         ...
 
     def hashes(self) -> dict[int, str]:
@@ -198,6 +207,9 @@ class HybridIndex:
         self._stale: set[int] = set()  # loaded from an index of another model: text kept, vector missing
         self._lock = threading.RLock()
         self._generation = 0
+        self._pointer: str | None = None  # the generation folder loaded or last written
+        # Change-feed position: None until known (a new index, or one saved before the feed existed).
+        self._last_seq: int | None = None
         self._dirty = True
         self._order = np.zeros(0, dtype=np.int64)
         self._pos: dict[int, int] = {}
@@ -228,6 +240,31 @@ class HybridIndex:
         return self._generation
 
     @property
+    def last_seq(self) -> int | None:
+        """The last change-feed seq applied (None: unknown, a full sync is needed)."""
+        return self._last_seq
+
+    def advance(self, seq: int) -> None:
+        """Record that the feed up to seq is reflected (a reader told so by the writer's watermark)."""
+        with self._lock:
+            if self._last_seq is None or seq > self._last_seq:
+                self._last_seq = seq
+
+    @property
+    def pointer(self) -> str | None:
+        """Name of the generation folder this index holds (None: never saved or loaded)."""
+        return self._pointer
+
+    def disk_pointer(self) -> str | None:
+        """Name of the generation folder that is current on disk now (another process may have written it)."""
+        if self.path is None:
+            return self._pointer
+        try:
+            return (self.path / CURRENT).read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    @property
     def dense(self) -> DenseIndex:
         """The vector side (read-only use: size, HNSW state)."""
         return self._dense
@@ -242,10 +279,12 @@ class HybridIndex:
 
     # --- mutation ---------------------------------------------------------------------------------------------------
 
-    def sync(self, docs: Iterable[Document], *, progress: bool = False) -> SyncReport:
-        """Make the index hold exactly these docs (embed only new/changed ones); persist."""
+    def sync(self, docs: Iterable[Document], *, progress: bool = False, seq: int | None = None) -> SyncReport:
+        """Make the index hold exactly these docs (embed only new/changed ones), as of feed position seq; persist."""
         wanted = {doc.id: doc for doc in docs}
         with self._lock:
+            if seq is not None:
+                self._last_seq = seq
             gone = [doc_id for doc_id in self._entries if doc_id not in wanted]
             report = SyncReport()
             pending = list(wanted.values())
@@ -262,7 +301,24 @@ class HybridIndex:
                     self._entries.pop(doc_id, None)
                     self._stale.discard(doc_id)
                 self._dirty = True
-            if report.added or report.updated or report.removed or self._generation == 0:
+            if report.added or report.updated or report.removed or self._generation == 0 or seq is not None:
+                self._save()
+            return report
+
+    def apply(self, upserts: Sequence[Document], removals: Sequence[int], *, seq: int) -> SyncReport:
+        """Apply one batch of the change feed and record seq as applied; persist when the contents changed."""
+        with self._lock:
+            report = self._apply(list(upserts), progress=False)
+            present = [doc_id for doc_id in dict.fromkeys(removals) if doc_id in self._entries]
+            if present:
+                self._dense.remove(present)
+                for doc_id in present:
+                    del self._entries[doc_id]
+                    self._stale.discard(doc_id)
+                self._dirty = True
+                report.removed = len(present)
+            self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
+            if report.added or report.updated or report.removed:
                 self._save()
             return report
 
@@ -585,6 +641,7 @@ class HybridIndex:
             "embedder": self._model_name(),
             "dim": self.dim,
             "count": len(self._entries),
+            "last_seq": self._last_seq,
             "tokenizer": tokenizer_fingerprint(),
             "bm25": {"k1": self.k1, "b": self.b},
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -611,6 +668,7 @@ class HybridIndex:
                 os.replace(tmp, final)
                 _fsync_dir(self.path)
                 _write_atomic(self.path / CURRENT, f"{final.name}\n")
+                self._pointer = final.name
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -646,6 +704,7 @@ class HybridIndex:
                 return  # nothing committed yet: an empty index
             try:
                 self._load_generation(self.path / pointer, allow_model_change=allow_model_change)
+                self._pointer = pointer
                 return
             except FileNotFoundError:
                 if attempt == 2:
@@ -672,6 +731,8 @@ class HybridIndex:
                 )
         self._entries = entries
         self._generation = int(manifest["generation"])
+        last_seq = manifest.get("last_seq")
+        self._last_seq = int(last_seq) if last_seq is not None else None
         retokenise = manifest.get("tokenizer") != tokenizer_fingerprint()
         if retokenise:  # the dictionary or stop words changed since: re-derive tokens from the stored text
             for entry in entries.values():

@@ -32,25 +32,41 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN")
+            # A writer begins IMMEDIATE: it takes the write lock up front, so two read-then-write transactions queue
+            # (busy_timeout) instead of one failing with "database is locked" when it tries to upgrade its lock.
+            conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', 'DEFERRED')}")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded attributes after commit (services return them)."""
-    return sessionmaker(engine, expire_on_commit=False)
+def writer_engine(engine: Engine) -> Engine:
+    """The same engine (and pool) whose transactions begin as writers (BEGIN IMMEDIATE on SQLite)."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
+def make_sessionmaker(engine: Engine, *, writer: bool = False) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit (services return them); writer: see writer_engine."""
+    return sessionmaker(writer_engine(engine) if writer else engine, expire_on_commit=False)
+
+
+# Key of the PostgreSQL advisory lock held while migrating (any constant unique to this use).
+_MIGRATION_LOCK_KEY = 0x7E_C4_D8_01
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision."""
+    """Bring the schema to the newest Alembic revision; concurrent starters (workers, the CLI) migrate one at a time."""
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import text
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as conn:
+    # SQLite: the IMMEDIATE transaction is the lock. PostgreSQL: an advisory lock, taken before Alembic reads the
+    # version table, so the second process waits and then finds the schema at head.
+    with writer_engine(engine).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -1,4 +1,4 @@
-"""The tables: organisations, needs, achievements, ingest runs and their per-row errors."""
+"""The tables: organisations, needs, achievements, the listing change feed, ingest runs and their per-row errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -114,8 +115,10 @@ class Need(TimestampMixin, Base):
     source: Mapped[str] = mapped_column(String(100), default="api")
     external_id: Mapped[str] = mapped_column(String(200))
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
-    # sha1 of the ingested content; lets re-ingest skip unchanged rows.
+    # sha1 of the content columns (catalog.service.listing_hash); lets re-ingest skip unchanged rows.
     content_hash: Mapped[str] = mapped_column(String(40), default="")
+    # When staff last set status or visibility through the API: a re-ingest keeps those (moderation wins).
+    moderated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     owner: Mapped[Organisation | None] = relationship(lazy="joined")
 
@@ -145,6 +148,7 @@ class Achievement(TimestampMixin, Base):
     source: Mapped[str] = mapped_column(String(100), default="api")
     external_id: Mapped[str] = mapped_column(String(200))
     content_hash: Mapped[str] = mapped_column(String(40), default="")
+    moderated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     owner: Mapped[Organisation | None] = relationship(lazy="joined")
 
@@ -186,3 +190,21 @@ class IngestError(Base):
     raw: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     run: Mapped[IngestRun] = relationship(back_populates="errors")
+
+
+class ListingChange(Base):
+    """The change feed (outbox): one row per write of a need or achievement, in the write's own transaction.
+
+    Every process's index follows it in `seq` order and records the last seq it applied, so a failed or interrupted
+    index step is replayed, never lost, and two writes of one row can never reach the index out of order. The row
+    carries no content: a follower reads the listing's current state, so replaying a change is idempotent.
+    """
+
+    __tablename__ = "listing_changes"
+    __table_args__ = (Index("ix_listing_changes_kind_seq", "kind", "seq"),)
+
+    # BIGINT on PostgreSQL; SQLite's rowid alias must be INTEGER to autoincrement.
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    kind: Mapped[IngestKind] = mapped_column(_enum(IngestKind, "ingest_kind"))
+    row_id: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

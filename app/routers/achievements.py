@@ -6,27 +6,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import IndexesDep, PrincipalDep, SessionDep, WriterDep
+from app.deps import IndexesDep, PrincipalDep, RuntimeDep, SessionDep, WriterDep
 from app.errors import PROBLEM_RESPONSES
-from app.schemas import AchievementOut, AchievementPage, MatchResponse
+from app.runtime import Runtime
+from app.schemas import AchievementOut, AchievementPage, AchievementWriteOut, MatchResponse
 from catalog import service
 from catalog.match import matches_for_achievement
 from catalog.schemas import AchievementCreate, AchievementUpdate
 from core.errors import NotFound
-from models.tables import ListingStatus, MaturityStage
+from models.tables import Achievement, ListingStatus, MaturityStage
 
 router = APIRouter(prefix="/api/v1/achievements", tags=["achievements"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("", status_code=201, response_model=AchievementOut)
+@router.post("", status_code=201, response_model=AchievementWriteOut)
 def create_achievement(
-    body: AchievementCreate, session: SessionDep, indexes: IndexesDep, _: WriterDep
-) -> AchievementOut:
-    """Publish an achievement; it is searchable when this returns."""
-    row = service.create_achievement(session=session, data=body)
+    body: AchievementCreate, session: SessionDep, runtime: RuntimeDep, _: WriterDep
+) -> AchievementWriteOut:
+    """Publish an achievement; `searchable` says whether matching sees it yet (normally within a second)."""
+    written = service.create_achievement(session=session, data=body)
     session.commit()
-    indexes.refresh(rows=[row])
-    return AchievementOut.model_validate(row)
+    return _written(runtime, written)
 
 
 @router.get("", response_model=AchievementPage)
@@ -63,24 +63,24 @@ def get_achievement(achievement_id: int, session: SessionDep, principal: Princip
     return AchievementOut.model_validate(row)
 
 
-@router.patch("/{achievement_id}", response_model=AchievementOut)
+@router.patch("/{achievement_id}", response_model=AchievementWriteOut)
 def update_achievement(
-    achievement_id: int, body: AchievementUpdate, session: SessionDep, indexes: IndexesDep, _: WriterDep
-) -> AchievementOut:
+    achievement_id: int, body: AchievementUpdate, session: SessionDep, runtime: RuntimeDep, _: WriterDep
+) -> AchievementWriteOut:
     """Change an achievement; the index follows."""
-    row = service.update_achievement(session=session, achievement_id=achievement_id, data=body)
+    written = service.update_achievement(session=session, achievement_id=achievement_id, data=body)
     session.commit()
-    indexes.refresh(rows=[row])
-    return AchievementOut.model_validate(row)
+    return _written(runtime, written)
 
 
-@router.post("/{achievement_id}/withdraw", response_model=AchievementOut)
-def withdraw_achievement(achievement_id: int, session: SessionDep, indexes: IndexesDep, _: WriterDep) -> AchievementOut:
+@router.post("/{achievement_id}/withdraw", response_model=AchievementWriteOut)
+def withdraw_achievement(
+    achievement_id: int, session: SessionDep, runtime: RuntimeDep, _: WriterDep
+) -> AchievementWriteOut:
     """Withdraw an achievement from matching."""
-    row = service.withdraw_achievement(session=session, achievement_id=achievement_id)
+    written = service.withdraw_achievement(session=session, achievement_id=achievement_id)
     session.commit()
-    indexes.refresh(rows=[row])
-    return AchievementOut.model_validate(row)
+    return _written(runtime, written)
 
 
 @router.get("/{achievement_id}/matches", response_model=MatchResponse)
@@ -96,3 +96,10 @@ def achievement_matches(
         session=session, indexes=indexes, achievement_id=achievement_id, k=k, staff=principal.is_staff
     )
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})
+
+
+def _written(runtime: Runtime, written: service.Written[Achievement]) -> AchievementWriteOut:
+    """The committed row, after waiting (briefly) for the index to apply the change."""
+    searchable = runtime.follower.wait_for("achievements", written.seq, timeout=runtime.settings.write_visible_timeout)
+    out = AchievementOut.model_validate(written.row).model_dump()
+    return AchievementWriteOut(**out, change_seq=written.seq, searchable=searchable)

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from app.deps import IndexesDep, SessionDep
+from app.deps import FollowerDep, IndexesDep, SessionDep
+from models.changes import last_seq
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz(session: SessionDep, indexes: IndexesDep) -> dict[str, Any]:
-    """The database answers and the indexes are loaded."""
+def healthz(session: SessionDep, indexes: IndexesDep, follower: FollowerDep) -> dict[str, Any]:
+    """The database answers; this process's indexes: size, role, how far they follow the change feed."""
     session.execute(text("SELECT 1"))
-    return {"status": "ok", "indexed": {"achievements": len(indexes.achievements), "needs": len(indexes.needs)}}
+    applied = follower.applied()
+    feed = {target: last_seq(session=session, kind=target) for target in applied}
+    return {
+        "status": "ok",
+        "indexed": {"achievements": len(indexes.achievements), "needs": len(indexes.needs)},
+        "index": {
+            "pid": os.getpid(),
+            "role": follower.role,
+            "applied_seq": applied,
+            "feed_seq": feed,
+            "lag": {t: feed[t] - (applied[t] or 0) for t in applied},
+            "last_error": follower.last_error,
+        },
+    }

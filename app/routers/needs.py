@@ -6,25 +6,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import IndexesDep, PrincipalDep, SessionDep, WriterDep
+from app.deps import IndexesDep, PrincipalDep, RuntimeDep, SessionDep, WriterDep
 from app.errors import PROBLEM_RESPONSES
-from app.schemas import MatchResponse, NeedOut, NeedPage
+from app.runtime import Runtime
+from app.schemas import MatchResponse, NeedOut, NeedPage, NeedWriteOut
 from catalog import service
 from catalog.match import matches_for_need
 from catalog.schemas import NeedCreate, NeedUpdate
 from core.errors import NotFound
-from models.tables import ListingStatus, Visibility
+from models.tables import ListingStatus, Need, Visibility
 
 router = APIRouter(prefix="/api/v1/needs", tags=["needs"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("", status_code=201, response_model=NeedOut)
-def create_need(body: NeedCreate, session: SessionDep, indexes: IndexesDep, _: WriterDep) -> NeedOut:
-    """Publish a need; it is searchable when this returns."""
-    row = service.create_need(session=session, data=body)
+@router.post("", status_code=201, response_model=NeedWriteOut)
+def create_need(body: NeedCreate, session: SessionDep, runtime: RuntimeDep, _: WriterDep) -> NeedWriteOut:
+    """Publish a need; `searchable` says whether matching sees it yet (normally within a second)."""
+    written = service.create_need(session=session, data=body)
     session.commit()
-    indexes.refresh(rows=[row])
-    return NeedOut.model_validate(row)
+    return _written(runtime, written)
 
 
 @router.get("", response_model=NeedPage)
@@ -59,22 +59,20 @@ def get_need(need_id: int, session: SessionDep, principal: PrincipalDep) -> Need
     return NeedOut.model_validate(row)
 
 
-@router.patch("/{need_id}", response_model=NeedOut)
-def update_need(need_id: int, body: NeedUpdate, session: SessionDep, indexes: IndexesDep, _: WriterDep) -> NeedOut:
+@router.patch("/{need_id}", response_model=NeedWriteOut)
+def update_need(need_id: int, body: NeedUpdate, session: SessionDep, runtime: RuntimeDep, _: WriterDep) -> NeedWriteOut:
     """Change a need; the index follows."""
-    row = service.update_need(session=session, need_id=need_id, data=body)
+    written = service.update_need(session=session, need_id=need_id, data=body)
     session.commit()
-    indexes.refresh(rows=[row])
-    return NeedOut.model_validate(row)
+    return _written(runtime, written)
 
 
-@router.post("/{need_id}/withdraw", response_model=NeedOut)
-def withdraw_need(need_id: int, session: SessionDep, indexes: IndexesDep, _: WriterDep) -> NeedOut:
+@router.post("/{need_id}/withdraw", response_model=NeedWriteOut)
+def withdraw_need(need_id: int, session: SessionDep, runtime: RuntimeDep, _: WriterDep) -> NeedWriteOut:
     """Withdraw a need from matching."""
-    row = service.withdraw_need(session=session, need_id=need_id)
+    written = service.withdraw_need(session=session, need_id=need_id)
     session.commit()
-    indexes.refresh(rows=[row])
-    return NeedOut.model_validate(row)
+    return _written(runtime, written)
 
 
 @router.get("/{need_id}/matches", response_model=MatchResponse)
@@ -88,3 +86,10 @@ def need_matches(
     """The best achievements for this need, explained."""
     hits = matches_for_need(session=session, indexes=indexes, need_id=need_id, k=k, staff=principal.is_staff)
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})
+
+
+def _written(runtime: Runtime, written: service.Written[Need]) -> NeedWriteOut:
+    """The committed row, after waiting (briefly) for the index to apply the change."""
+    searchable = runtime.follower.wait_for("needs", written.seq, timeout=runtime.settings.write_visible_timeout)
+    out = NeedOut.model_validate(written.row).model_dump()
+    return NeedWriteOut(**out, change_seq=written.seq, searchable=searchable)

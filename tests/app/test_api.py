@@ -111,11 +111,13 @@ def test_update_and_withdraw_follow_into_the_index(client: TestClient, seeded: d
     r = client.post(
         "/api/v1/achievements", json={"title": "石墨烯导热膜制备方法", "external_id": "a-tmp"}, headers=STAFF
     )
-    new_id = r.json()["id"]
+    new_id, created_seq = r.json()["id"], r.json()["change_seq"]
+    assert r.json()["searchable"] is True, "the write answers once its change is applied to the index"
     r = client.post("/api/v1/match", json={"text": "石墨烯导热膜", "k": 1})
     assert r.json()["results"][0]["id"] == new_id
     r = client.patch(f"/api/v1/achievements/{new_id}", json={"title": "超疏水自清洁涂层"}, headers=STAFF)
     assert r.status_code == 200 and r.json()["title"] == "超疏水自清洁涂层"
+    assert r.json()["searchable"] is True and r.json()["change_seq"] > created_seq
     r = client.post("/api/v1/match", json={"text": "超疏水涂层", "k": 1})
     assert r.json()["results"][0]["id"] == new_id
     assert client.post(f"/api/v1/achievements/{new_id}/withdraw", headers=STAFF).json()["status"] == "withdrawn"

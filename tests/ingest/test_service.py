@@ -276,3 +276,62 @@ def test_progress_bar_writes_to_stderr(session_factory, capsys) -> None:
     captured = capsys.readouterr()
     assert "4/4" in captured.err
     assert captured.out == ""
+
+
+def test_reingest_keeps_what_staff_moderated_through_the_api(session_factory, tmp_path: Path) -> None:
+    from catalog import service
+    from catalog.schemas import NeedUpdate
+
+    src = write_jsonl(
+        tmp_path / "needs.jsonl",
+        [
+            {"external_id": "M-1", "title": "海水淡化膜污染控制", "description": "需解决膜污染问题"},
+            {"external_id": "M-2", "title": "刺参育苗水质监测", "visibility": "public"},
+        ],
+    )
+    ingest_file(session_factory=session_factory, kind=NEEDS, path=src)
+    rows = by_external_id(session_factory, Need)
+    with session_factory() as session:
+        service.withdraw_need(session=session, need_id=rows["M-1"].id)
+        service.update_need(session=session, need_id=rows["M-2"].id, data=NeedUpdate(visibility=Visibility.private))
+        session.commit()
+
+    again = ingest_file(session_factory=session_factory, kind=NEEDS, path=src)
+    rows = by_external_id(session_factory, Need)
+    assert rows["M-1"].status == ListingStatus.withdrawn, "a re-ingest never republishes what staff withdrew"
+    assert rows["M-2"].visibility == Visibility.private, "nor makes a private need public"
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 2), "moderation alone is no content change"
+
+    # A content change from the source still lands, moderation still kept.
+    src = write_jsonl(
+        tmp_path / "needs.jsonl",
+        [
+            {"external_id": "M-1", "title": "海水淡化膜污染控制技术", "description": "需解决膜污染问题"},
+            {"external_id": "M-2", "title": "刺参育苗水质监测", "visibility": "public"},
+        ],
+    )
+    third = ingest_file(session_factory=session_factory, kind=NEEDS, path=src)
+    rows = by_external_id(session_factory, Need)
+    assert (third.updated, third.unchanged) == (1, 1)
+    assert rows["M-1"].title == "海水淡化膜污染控制技术" and rows["M-1"].status == ListingStatus.withdrawn
+
+
+def test_api_and_ingest_hash_content_the_same_way(session_factory, tmp_path: Path) -> None:
+    from catalog import service
+    from catalog.schemas import AchievementUpdate
+
+    src = write_jsonl(
+        tmp_path / "a.jsonl",
+        [{"external_id": "H-1", "title": "碳纤维模压成型", "keywords": ["碳纤维"], "price_yuan": "12.3"}],
+    )
+    ingest_file(session_factory=session_factory, kind=ACHIEVEMENTS, path=src)
+    row = by_external_id(session_factory, Achievement)["H-1"]
+    with session_factory() as session:
+        # Writes the values the row already has: the API's hash must equal the one ingest computed.
+        written = service.update_achievement(
+            session=session, achievement_id=row.id, data=AchievementUpdate(title="碳纤维模压成型")
+        )
+        assert written.row.content_hash == row.content_hash
+        session.commit()
+    again = ingest_file(session_factory=session_factory, kind=ACHIEVEMENTS, path=src)
+    assert again.unchanged == 1 and again.updated == 0

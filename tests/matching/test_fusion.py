@@ -72,3 +72,18 @@ def test_rrf_ignores_lists_that_did_not_retrieve_a_candidate():
 
 def test_ties_break_by_position():
     assert order(np.array([1.0, 1.0, 2.0]), np.array([5, 3, 9])).tolist() == [2, 1, 0]
+
+
+def test_zscore_keeps_a_lexical_list_with_a_single_hit() -> None:
+    # A query term only one document has: the words list has one positive member. Its z-score spread is zero; the
+    # hit must still count (it used to be zeroed, so a near-tie on the dense side decided alone).
+    cands = Candidates(
+        positions=np.array([0, 1, 2]),
+        raw={"words": np.array([0.0, 7.5, 0.0]), "dense": np.array([0.86, 0.85, 0.80])},
+        ranks={"words": np.array([0, 1, 0]), "dense": np.array([1, 2, 3])},
+        top={"words": np.array([7.5]), "dense": np.array([0.86, 0.85, 0.80])},
+    )
+    config = FusionConfig(weight_words=0.4, weight_chars=0.0, weight_dense=0.3, normalisation="zscore")
+    total, parts = fuse(cands, config)
+    assert parts["words"][1] > 0 and parts["words"][0] == parts["words"][2] == 0
+    assert order(total, cands.positions)[0] == 1, "the only document with the term ranks first"
