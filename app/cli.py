@@ -46,7 +46,14 @@ def _fail(message: str) -> None:
 def serve(host: str = "127.0.0.1", port: int = 8000, reload: bool = False) -> None:
     """Run the HTTP service (migrates the DB, loads the model, brings the index level with the change feed first)."""
     import uvicorn
+    from pydantic import ValidationError
 
+    # Refuse unsafe settings (production without an admin token) in one line, before uvicorn starts: inside the
+    # app's lifespan the same refusal is a traceback after the imports.
+    try:
+        _settings()
+    except ValidationError as exc:
+        _fail("; ".join(str(err["msg"]).removeprefix("Value error, ") for err in exc.errors()))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload)
 
@@ -128,34 +135,74 @@ def ingest(
 def pull(
     url: str,
     kind: KindOpt = "achievements",
-    source: Annotated[str | None, typer.Option(help="source name (default: the feed URL)")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="source name (default: the feed URL's scheme, host and path, no credentials)")
+    ] = None,
     every: Annotated[float | None, typer.Option(help="pull again every N seconds (scheduled feed)")] = None,
     max_runs: Annotated[int | None, typer.Option(help="stop after this many pulls with --every")] = None,
+    max_pages: Annotated[int | None, typer.Option(help="fail a pull that needs more pages [default: 1000]")] = None,
+    max_body_mib: Annotated[
+        float | None, typer.Option(help="fail a page whose body is larger than this many MiB [default: 20]")
+    ] = None,
+    retries: Annotated[
+        int | None,
+        typer.Option(help="with --every: retries of a page on timeouts, refused connections, 5xx [default: 4]"),
+    ] = None,
 ) -> None:
-    """Pull a JSON feed over HTTP from its stored since-cursor, then update the index."""
-    import time
-
+    """Pull a JSON feed over HTTP from its stored since-cursor, then update the index; --every keeps pulling."""
     from core.errors import DomainError
-    from ingest.feed import pull_feed
-    from ingest.service import format_errors, format_summary
+    from ingest.feed import MAX_BODY_BYTES, MAX_PAGES, RETRIES, FeedError, pull_feed, pull_feed_every
+    from ingest.service import IngestSummary, format_errors, format_summary
 
     feed_kind = _kind(kind)
+    page_cap = MAX_PAGES if max_pages is None else max_pages
+    body_cap = MAX_BODY_BYTES if max_body_mib is None else int(max_body_mib * 2**20)
     runtime = _runtime()
-    runs = 0
-    while True:
-        try:
-            summary = pull_feed(session_factory=runtime.write_session_factory, url=url, kind=feed_kind, source=source)
-        except DomainError as exc:
-            _follow(runtime, progress=False)  # what landed before the failure is kept and searchable
-            _fail(exc.detail)
-        typer.echo(f"{url}: {format_summary(summary)}")
+
+    def report(summary: IngestSummary) -> None:
+        # summary.location has the URL's credentials masked; the URL as typed may hold a key.
+        typer.echo(f"{summary.location}: {format_summary(summary)}")
         if summary.rejected:
             typer.echo(format_errors(summary), err=True)
         _follow(runtime, progress=False)
-        runs += 1
-        if every is None or (max_runs is not None and runs >= max_runs):
-            break
-        time.sleep(every)
+
+    def warn(exc: FeedError) -> None:
+        typer.secho(f"warning: {exc.detail}; trying again in {every:g} s", fg=typer.colors.YELLOW, err=True)
+        _follow(runtime, progress=False)  # what landed before the failure is kept and searchable
+
+    session_factory = runtime.write_session_factory
+    try:
+        if every is None:
+            # A one-off pull fails fast (exit 2) and leaves retrying to whatever runs it again.
+            summary = pull_feed(
+                session_factory=session_factory,
+                url=url,
+                kind=feed_kind,
+                source=source,
+                max_pages=page_cap,
+                max_body_bytes=body_cap,
+            )
+            report(summary)
+        else:
+            # Transient errors are retried with backoff, a pull that still fails is reported and the next tick
+            # comes as usual; a permanent error (wrong URL, refused key) ends the loop with exit 2.
+            pull_feed_every(
+                session_factory=session_factory,
+                url=url,
+                kind=feed_kind,
+                source=source,
+                interval_s=every,
+                max_runs=max_runs,
+                max_pages=page_cap,
+                max_body_bytes=body_cap,
+                retries=RETRIES if retries is None else retries,
+                on_summary=report,
+                on_error=warn,
+            )
+    except DomainError as exc:
+        _follow(runtime, progress=False)  # what landed before the failure is kept and searchable
+        runtime.close()
+        _fail(exc.detail)
     runtime.close()
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog.follower import IndexFollower
 from catalog.indexing import Indexes, Target
 from core.settings import Settings
-from matching.index import HybridIndex, SearchIndex, tuning_from_settings
+from matching.index import SearchIndex, engine_tuning, index_class, tuning_from_settings
 from models.db import make_engine, make_sessionmaker, migrate
 
 log = logging.getLogger("techmatch")
@@ -32,8 +32,12 @@ class Runtime:
     follower: IndexFollower
 
     def close(self) -> None:
-        """Stop following the feed, give the index lease up, release the database pool."""
+        """Stop following the feed, give the index lease up, stop merges, release the database pool."""
         self.follower.stop()
+        for index in (self.indexes.achievements, self.indexes.needs):
+            close = getattr(index, "close", None)
+            if close is not None:
+                close()
         self.engine.dispose()
 
 
@@ -55,10 +59,11 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
     migrate(engine)
     factory = make_sessionmaker(engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
-    tuning = tuning_from_settings(settings)
+    tuning = tuning_from_settings(settings) | engine_tuning(settings)
+    engine_class = index_class(settings)
 
     def reopen(target: Target) -> SearchIndex:
-        return HybridIndex.open(settings.index_dir / target, embedder=embedder, **tuning)
+        return engine_class.open(settings.index_dir / target, embedder=embedder, **tuning)  # type: ignore[no-any-return]
 
     indexes = Indexes(achievements=reopen("achievements"), needs=reopen("needs"))
     follower = IndexFollower(

@@ -231,8 +231,12 @@ class IndexFollower:
             index = self.indexes.of(target)
             pointer = _disk_pointer(index)
             if pointer is not None and pointer != _loaded_pointer(index):
-                index = self.reopen(target)
-                self.indexes.replace(target, index)
+                reload = getattr(index, "reload", None)
+                if reload is not None:
+                    reload()  # segments: map only what is new
+                else:
+                    index = self.reopen(target)
+                    self.indexes.replace(target, index)
             mark = self._read_watermark(target)
             if mark is not None and mark.get("pointer") == _loaded_pointer(index):
                 advance = getattr(index, "advance", None)

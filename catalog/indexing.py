@@ -106,12 +106,14 @@ class Indexes:
             self.needs = index
 
 
-def open_indexes(*, index_dir: Path, embedder: Any, tuning: dict[str, Any] | None = None) -> Indexes:
-    """Open (or create) both indexes under index_dir."""
+def open_indexes(
+    *, index_dir: Path, embedder: Any, tuning: dict[str, Any] | None = None, engine: Any = HybridIndex
+) -> Indexes:
+    """Open (or create) both indexes under index_dir with the given adapter class."""
     tuning = tuning or {}
     return Indexes(
-        achievements=HybridIndex.open(index_dir / "achievements", embedder=embedder, **tuning),
-        needs=HybridIndex.open(index_dir / "needs", embedder=embedder, **tuning),
+        achievements=engine.open(index_dir / "achievements", embedder=embedder, **tuning),
+        needs=engine.open(index_dir / "needs", embedder=embedder, **tuning),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     # Any sentence-transformers folder; empty means the prepared multilingual-e5-small.
     embedding_model: str | None = None
     embedding_batch_size: int = 32
+    # How the bundled e5-small encodes: "onnx-int8" (ONNX Runtime, int8 weights exported at set-up: a few ms a
+    # query, cosine >= 0.99 to fp32) or "torch" (the fp32 model). An index embedded by one is refused by the other
+    # until `techmatch index rebuild`. A custom embedding_model always runs on torch.
+    encoder: Literal["onnx-int8", "torch"] = "onnx-int8"
+    # ONNX Runtime threads per encoder pass; 0 = one per physical core.
+    encoder_threads: int = Field(default=0, ge=0)
     # Shared data folder (real corpora for demo, eval and benchmarks); absent on a fresh clone elsewhere.
     shared_data_dir: Path = REPO_ROOT.parent / "shared" / "data"
 
@@ -32,7 +38,13 @@ class Settings(BaseSettings):
     index_poll_interval: float = 0.2
     write_visible_timeout: float = 2.0
 
-    # Index: exact search below this many vectors, HNSW above.
+    # The embedded index engine: append-only segments with background merges (a write costs O(that write)), or the
+    # older whole-generation files (every write rewrites the index; kept for comparison in benchmarks).
+    index_engine: Literal["segments", "generations"] = "segments"
+    # Segments beyond this count are merged in the background.
+    index_max_segments: int = 8
+
+    # Index: exact search below this many vectors, HNSW above (generation engine).
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32
     hnsw_ef_search: int = 128

@@ -1,8 +1,9 @@
-"""Demo data: real needs and achievements from ../shared/data when present, else the sample shipped in the repo."""
+"""Demo data: the corpus shipped in the repo (demo_data/), or the real corpora in ../shared/data when present."""
 
 from __future__ import annotations
 
 import ast
+import gzip
 import json
 from collections.abc import Iterator
 from itertools import islice
@@ -15,10 +16,15 @@ from ingest.service import format_summary, ingest_rows
 from models.tables import IngestKind
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "demo_data"
+# ~2,300 CSL papers and CNIPA patents chosen for the city's industries (ingest/demo_build.py), and needs written for
+# the project; their licences and attribution are in demo_data/ATTRIBUTION.md and on every row.
+SHIPPED_ACHIEVEMENTS = SAMPLE_DIR / "achievements.jsonl.gz"
+SHIPPED_NEEDS = SAMPLE_DIR / "needs.jsonl"
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
@@ -42,6 +48,16 @@ def _title_from(abstract: str) -> str:
     return first[:60] or abstract[:60]
 
 
+def shipped_needs() -> Iterator[dict[str, Any]]:
+    """The needs written for the project (fictional Weihai enterprises' needs)."""
+    return _jsonl(SHIPPED_NEEDS)
+
+
+def shipped_achievements() -> Iterator[dict[str, Any]]:
+    """The shipped CSL papers and patents, each row with its licence and attribution."""
+    return _jsonl(SHIPPED_ACHIEVEMENTS)
+
+
 def shared_needs(data_dir: Path) -> Iterator[dict[str, Any]]:
     """CCF BDCI 2019 enterprise needs."""
     for rec in _jsonl(data_dir / "ccf-bdci2019-tech-match" / "requirements.jsonl"):
@@ -53,8 +69,9 @@ def shared_needs(data_dir: Path) -> Iterator[dict[str, Any]]:
         }
 
 
-def _csl(data_dir: Path) -> Iterator[dict[str, Any]]:
-    for rec in _jsonl(data_dir / "csl-benchmark-2k" / "csl_2k.jsonl"):
+def csl_achievements(path: Path) -> Iterator[dict[str, Any]]:
+    """CSL papers (csl_2k.jsonl) as achievement rows; the shipped corpus uses the same mapping."""
+    for rec in _jsonl(path):
         yield {
             "external_id": rec["id"],
             "title": rec["title"],
@@ -65,8 +82,9 @@ def _csl(data_dir: Path) -> Iterator[dict[str, Any]]:
         }
 
 
-def _patents(data_dir: Path) -> Iterator[dict[str, Any]]:
-    for rec in _jsonl(data_dir / "cn-patent-g06f-cpc" / "patents.jsonl"):
+def patent_achievements(path: Path) -> Iterator[dict[str, Any]]:
+    """CNIPA G06F patents (patents.jsonl) as achievement rows; the shipped corpus uses the same mapping."""
+    for rec in _jsonl(path):
         yield {
             "external_id": rec["publication_number"],
             "title": rec["title"],
@@ -93,32 +111,49 @@ def _fewclue(data_dir: Path) -> Iterator[dict[str, Any]]:
 
 def shared_achievements(data_dir: Path, *, limit: int | None) -> Iterator[dict[str, Any]]:
     """CSL papers, patents and FewCLUE abstracts; a limit takes a fixed mix (CSL first, then patents, then FewCLUE)."""
+    csl = csl_achievements(data_dir / "csl-benchmark-2k" / "csl_2k.jsonl")
+    patents = patent_achievements(data_dir / "cn-patent-g06f-cpc" / "patents.jsonl")
     if limit is None:
-        yield from _csl(data_dir)
-        yield from _patents(data_dir)
+        yield from csl
+        yield from patents
         yield from _fewclue(data_dir)
         return
     # Half CSL (titled, keyworded, 67 disciplines), a third patents, the rest FewCLUE: a varied small corpus.
-    csl = limit // 2
-    patents = limit // 3
-    yield from islice(_csl(data_dir), csl)
-    yield from islice(_patents(data_dir), patents)
-    yield from islice(_fewclue(data_dir), limit - csl - patents)
+    n_csl = limit // 2
+    n_patents = limit // 3
+    yield from islice(csl, n_csl)
+    yield from islice(patents, n_patents)
+    yield from islice(_fewclue(data_dir), limit - n_csl - n_patents)
+
+
+def has_shared_data(data_dir: Path) -> bool:
+    """Whether the real corpora of ../shared/data are there (a fresh clone elsewhere has none)."""
+    return (data_dir / "ccf-bdci2019-tech-match" / "requirements.jsonl").is_file()
 
 
 def load_demo(
-    *, session_factory: sessionmaker[Session], data_dir: Path, limit: int | None = 1500, progress: bool = False
+    *,
+    session_factory: sessionmaker[Session],
+    data_dir: Path,
+    limit: int | None = 1500,
+    progress: bool = False,
+    shipped: bool | None = None,
 ) -> list[str]:
-    """Ingest the demo needs and achievements (idempotent); returns one summary line per kind."""
-    if (data_dir / "ccf-bdci2019-tech-match" / "requirements.jsonl").is_file():
-        needs: Iterator[dict[str, Any]] = shared_needs(data_dir)
-        achievements = shared_achievements(data_dir, limit=limit)
-        location = str(data_dir)
-    else:
-        needs = _jsonl(SAMPLE_DIR / "needs.jsonl")
-        achievements = _jsonl(SAMPLE_DIR / "achievements.jsonl")
+    """Ingest the demo needs and achievements (idempotent); returns a line naming the corpus, then one per kind.
+
+    shipped=None chooses: the real corpora in data_dir when present (limit achievements of them, None for all),
+    else the corpus shipped in the repo, whole. shipped=True always takes the shipped one.
+    """
+    if shipped is None:
+        shipped = not has_shared_data(data_dir)
+    if shipped:
+        needs, achievements = shipped_needs(), shipped_achievements()
         location = str(SAMPLE_DIR)
-    lines = []
+        lines = [f"demo corpus: shipped ({SAMPLE_DIR}; licences and attribution in ATTRIBUTION.md there)"]
+    else:
+        needs, achievements = shared_needs(data_dir), shared_achievements(data_dir, limit=limit)
+        location = str(data_dir)
+        lines = [f"demo corpus: {data_dir} ({'all' if limit is None else limit} achievements)"]
     for kind, records in ((IngestKind.needs, needs), (IngestKind.achievements, achievements)):
         rows = list(enumerate(records, start=1))
         summary = ingest_rows(

@@ -143,6 +143,45 @@ class _Entry:
     chars: list[str]
 
 
+def analyse_query(text: str, *, segmenter: Segmenter, title_boost: int) -> QueryAnalysis:
+    """Normalise and clean a query, then derive its BM25 token lists (first sentence boosted)."""
+    clean = clean_query(text) or normalise(text)
+    words = segmenter.words(clean)
+    chars = char_bigrams(clean)
+    first = clean.split("。", 1)[0].strip()
+    if first == clean or not first:
+        return QueryAnalysis(text=clean, words=words, chars=chars)
+    if title_boost > 0:
+        words = segmenter.words(first) * title_boost + words
+        chars = char_bigrams(first) * title_boost + chars
+    return QueryAnalysis(text=clean, words=words, chars=chars, title=first)
+
+
+def embed_analyses(
+    queries: Sequence[QueryAnalysis], *, embedder: Embedder | None, title_vector_weight: float
+) -> np.ndarray:
+    """Query vectors (one embedder call for the batch): the text's vector, pulled towards the title's."""
+    if embedder is None:
+        return np.zeros((len(queries), 0), dtype=np.float32)
+    texts = [q.text for q in queries]
+    with_title = [i for i, q in enumerate(queries) if q.title and title_vector_weight > 0]
+    vectors = embedder.encode_queries(texts + [queries[i].title for i in with_title])
+    out = np.array(vectors[: len(texts)], dtype=np.float32)
+    w = title_vector_weight
+    for row, i in enumerate(with_title):
+        mixed = w * vectors[len(texts) + row] + (1.0 - w) * out[i]
+        out[i] = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+    return out
+
+
+def document_hash(doc: Document, text: str, attrs: Mapping[str, str | None], keywords: Sequence[str]) -> str:
+    """The doc's content_hash, or one derived from everything the index stores of it."""
+    if doc.content_hash:
+        return doc.content_hash
+    blob = json.dumps([text, sorted(attrs.items()), list(keywords)], ensure_ascii=False, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
 def tokenizer_fingerprint() -> str:
     """Changes whenever the user dictionary or stop words change (stored tokens are then re-derived)."""
     digest = hashlib.sha1()
@@ -424,30 +463,11 @@ class HybridIndex:
 
     def analyse(self, text: str) -> QueryAnalysis:
         """Normalise and clean a query, then derive its BM25 token lists (first sentence boosted)."""
-        clean = clean_query(text) or normalise(text)
-        words = self.segmenter.words(clean)
-        chars = char_bigrams(clean)
-        first = clean.split("。", 1)[0].strip()
-        if first == clean or not first:
-            return QueryAnalysis(text=clean, words=words, chars=chars)
-        if self.title_boost > 0:
-            words = self.segmenter.words(first) * self.title_boost + words
-            chars = char_bigrams(first) * self.title_boost + chars
-        return QueryAnalysis(text=clean, words=words, chars=chars, title=first)
+        return analyse_query(text, segmenter=self.segmenter, title_boost=self.title_boost)
 
     def embed_queries(self, queries: Sequence[QueryAnalysis]) -> np.ndarray:
         """Query vectors (one embedder call for the batch): the text's vector, pulled towards the title's."""
-        if self.embedder is None:
-            return np.zeros((len(queries), 0), dtype=np.float32)
-        texts = [q.text for q in queries]
-        with_title = [i for i, q in enumerate(queries) if q.title and self.title_vector_weight > 0]
-        vectors = self.embedder.encode_queries(texts + [queries[i].title for i in with_title])
-        out = np.array(vectors[: len(texts)], dtype=np.float32)
-        w = self.title_vector_weight
-        for row, i in enumerate(with_title):
-            mixed = w * vectors[len(texts) + row] + (1.0 - w) * out[i]
-            out[i] = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
-        return out
+        return embed_analyses(queries, embedder=self.embedder, title_vector_weight=self.title_vector_weight)
 
     def search(
         self,
@@ -503,8 +523,8 @@ class HybridIndex:
             word_scores = self._words.scores(query.words)
             char_scores = self._chars.scores(query.chars)
             lists = {
-                "words": _top_positive(word_scores, depth, mask),
-                "chars": _top_positive(char_scores, depth, mask),
+                "words": top_positive(word_scores, depth, mask),
+                "chars": top_positive(char_scores, depth, mask),
             }
             qvec = np.zeros(0, dtype=np.float32)
             if self.embedder is not None:
@@ -755,7 +775,7 @@ class HybridIndex:
         self._dirty = False
 
 
-def _top_positive(scores: np.ndarray, depth: int, mask: np.ndarray | None) -> np.ndarray:
+def top_positive(scores: np.ndarray, depth: int, mask: np.ndarray | None) -> np.ndarray:
     """Positions of the highest positive scores (allowed by mask), best first."""
     if mask is not None:
         scores = np.where(mask, scores, 0.0)
@@ -819,8 +839,22 @@ def _writer_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def index_class(settings: Settings) -> Any:
+    """The embedded adapter the settings choose (the one place the engine behind the port is picked)."""
+    if settings.index_engine == "segments":
+        from matching.segment_index import SegmentIndex
+
+        return SegmentIndex
+    return HybridIndex
+
+
+def engine_tuning(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of the chosen engine beyond the ranking knobs."""
+    return {"max_segments": settings.index_max_segments} if settings.index_engine == "segments" else {}
+
+
 def tuning_from_settings(settings: Settings) -> dict[str, Any]:
-    """HybridIndex keyword arguments from the settings (the one place ranking knobs are read)."""
+    """Index keyword arguments from the settings (the one place ranking knobs are read)."""
     return {
         "fusion": FusionConfig(
             method=settings.fusion,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from matching.index import HybridIndex
+from core.settings import Settings
+from matching.index import index_class
 from models.db import make_engine, make_sessionmaker
 from models.tables import Achievement, ListingStatus
 from tests.ingest.test_feed import Feed, serve_feed
@@ -58,7 +59,7 @@ def _db_and_index_ids(tmp_path: Path, url: str, embedder: object) -> tuple[list[
         distinct = session.scalar(select(func.count(func.distinct(Achievement.external_id))))
     engine.dispose()
     assert total == distinct, "no duplicate rows"
-    index = HybridIndex.open(tmp_path / "data" / "index" / "achievements", embedder=embedder)  # type: ignore[arg-type]
+    index = index_class(Settings()).open(tmp_path / "data" / "index" / "achievements", embedder=embedder)  # type: ignore[arg-type]
     return sorted(db), sorted(index.hashes())
 
 
@@ -161,12 +162,14 @@ def test_index_rebuild_and_sync_follow_the_db(tmp_path: Path, fresh_database_url
     assert db_ids == index_ids
 
 
-def test_demo_without_shared_data_loads_the_shipped_sample(tmp_path: Path, fresh_database_url: str) -> None:
+@pytest.mark.slow
+def test_demo_without_shared_data_loads_the_shipped_corpus(tmp_path: Path, fresh_database_url: str) -> None:
     env = _env(tmp_path, fresh_database_url) | {"TECHMATCH_SHARED_DATA_DIR": str(tmp_path / "absent")}
     out = _techmatch(env, "demo", "--no-progress").stdout
-    assert "demo needs: 15 inserted" in out and "demo achievements: 40 inserted" in out
+    assert "demo needs: 76 inserted" in out and "demo achievements: 2247 inserted" in out
+    assert "index achievements: 2247 added" in out
     again = _techmatch(env, "demo", "--no-progress").stdout
-    assert "demo achievements: 0 inserted, 0 updated, 40 unchanged" in again
+    assert "demo achievements: 0 inserted, 0 updated, 2247 unchanged" in again
     assert "index achievements: 0 added, 0 updated, 0 removed, 0 unchanged" in again
 
 

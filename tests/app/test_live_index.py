@@ -19,7 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from matching.index import HybridIndex
+from core.settings import Settings
+from matching.index import index_class
 from models.db import make_engine, make_sessionmaker
 from models.tables import Achievement, ListingStatus, Need
 from tests.app.conftest import ADMIN, STAFF
@@ -120,7 +121,7 @@ def test_rows_ingested_while_the_server_runs_are_matched_by_it(
         assert later.json()["searchable"] is True
         assert cli_ids <= set(_matched_ids(url, "盐碱地改良 风电叶片检测")), "a later server write keeps them"
     # And on disk, after the server stopped: every published row, nothing else.
-    index = HybridIndex.open(tmp_path / "data" / "index" / "achievements", embedder=embedder)
+    index = index_class(Settings()).open(tmp_path / "data" / "index" / "achievements", embedder=embedder)
     assert sorted(index.hashes()) == _published(fresh_database_url, Achievement)[0]
 
 
@@ -189,6 +190,6 @@ def test_sigkill_during_a_burst_of_writes_then_restart(tmp_path: Path, fresh_dat
     assert "full sync" not in startup, "a restart replays the feed from the index's own seq, never re-embeds all"
     db_ids, total, distinct = _published(fresh_database_url, Achievement)
     assert total == distinct, "nothing duplicated"
-    index = HybridIndex.open(tmp_path / "data" / "index" / "achievements", embedder=embedder)
+    index = index_class(Settings()).open(tmp_path / "data" / "index" / "achievements", embedder=embedder)
     assert sorted(index.hashes()) == db_ids, "DB rows and index ids equal"
     assert len(db_ids) >= 15

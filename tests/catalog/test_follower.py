@@ -15,8 +15,9 @@ from catalog import service
 from catalog.follower import IndexFollower
 from catalog.indexing import Indexes, Target
 from catalog.schemas import AchievementCreate, AchievementUpdate, NeedCreate
+from core.settings import Settings
 from matching.embedding import Embedder
-from matching.index import HybridIndex, SearchIndex
+from matching.index import SearchIndex, index_class
 from models.changes import changes_after, last_seq
 from models.tables import ListingChange
 from tests.matching.test_index import CountingEmbedder
@@ -38,7 +39,7 @@ class FailingOnce(CountingEmbedder):
 
 def _follower(folder: Path, factory: sessionmaker[Session], embedder: object) -> IndexFollower:
     def reopen(target: Target) -> SearchIndex:
-        return HybridIndex.open(folder / target, embedder=embedder)  # type: ignore[arg-type]
+        return index_class(Settings()).open(folder / target, embedder=embedder)  # type: ignore[no-any-return]
 
     indexes = Indexes(achievements=reopen("achievements"), needs=reopen("needs"))
     return IndexFollower(indexes=indexes, session_factory=factory, index_dir=folder, reopen=reopen)

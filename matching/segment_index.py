@@ -1,0 +1,820 @@
+"""The embedded search adapter on segments (SegmentIndex): a write costs O(that write), merges run beside searches.
+
+On disk (`path`): immutable segment files (`seg-*.seg`, see matching/segments.py) and commit files
+(`commit-NNNNNNNN.json`): the list of live segments, a dead-row bitset per segment, the change-feed seq and the
+model. A write embeds only its own documents, writes one new segment and one small commit, and marks the rows it
+replaces dead; the newest complete commit file is the index. A background merge folds small segments (and ones with
+many dead rows) into one, off the write path, and swaps it in with one more commit, so a search never waits for a
+merge. Opening the index maps its segment files, so a restart is a load, not a rebuild. Scores are exactly BM25 over
+the live documents (dead rows leave the statistics at once), fused with the dense list as HybridIndex does.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from matching.embedding import Embedder
+from matching.explain import reasons, shared_terms
+from matching.fusion import SIGNALS, Candidates, FusionConfig, fuse, order
+from matching.index import (
+    Document,
+    Hit,
+    IndexModelMismatch,
+    QueryAnalysis,
+    SyncReport,
+    analyse_query,
+    document_hash,
+    embed_analyses,
+    passage_text,
+    tokenizer_fingerprint,
+)
+from matching.segments import FIELDS, MAX_TERM, Row, Segment, merge_segments
+from matching.text import Segmenter, default_segmenter, normalise
+
+FORMAT = "segments-1"
+_COMMIT_PREFIX = "commit-"
+_EMBED_BATCH = 256
+# Documents per segment written by one long sync: a crash keeps every finished chunk, and each is O(chunk).
+_SYNC_CHUNK = 2000
+
+
+@dataclass
+class _State:
+    """One consistent version of the index: live segments, their alive masks, and derived per-version figures."""
+
+    segments: tuple[Segment, ...] = ()
+    alive: tuple[np.ndarray, ...] = ()
+
+    def __post_init__(self) -> None:
+        sizes = [len(s) for s in self.segments]
+        self.bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64) if sizes else np.zeros(1, np.int64)
+        self.total = int(self.bases[-1])
+        self.alive_all = np.concatenate(self.alive) if self.alive else np.zeros(0, dtype=bool)
+        self.n_alive = int(self.alive_all.sum())
+        # Ties break by doc id, not by physical position, so merges (which reorder rows) never change a ranking.
+        self.ids_all = np.concatenate([s.ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
+        self.length_sum = {
+            f: float(sum(float(s.fields[f].lengths[a].sum()) for s, a in zip(self.segments, self.alive, strict=True)))
+            for f in FIELDS
+        }
+
+    def locate(self, position: int) -> tuple[int, int]:
+        """(segment number, local row) of a global position."""
+        k = int(np.searchsorted(self.bases, position, side="right")) - 1
+        return k, position - int(self.bases[k])
+
+
+class SegmentIndex:
+    """BM25 over jieba words and character bigrams plus dense vectors, fused, over append-only segments."""
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder | None,
+        path: Path | None = None,
+        fusion: FusionConfig | None = None,
+        candidate_depth: int = 200,
+        title_boost: int = 2,
+        title_vector_weight: float = 0.7,
+        k1: float = 1.2,
+        b: float = 0.75,
+        segmenter: Segmenter | None = None,
+        max_segments: int = 8,
+        merge_in_background: bool | None = None,
+        **_engine_tuning: Any,  # HNSW knobs of the generation index; the segment index searches vectors exactly
+    ) -> None:
+        self.embedder = embedder
+        self.dim = embedder.dim if embedder is not None else 0
+        self.path = Path(path) if path is not None else None
+        self.fusion = fusion or FusionConfig()
+        self.candidate_depth = candidate_depth
+        self.title_boost = title_boost
+        self.title_vector_weight = title_vector_weight
+        self.k1 = k1
+        self.b = b
+        self.segmenter = segmenter or default_segmenter()
+        self.max_segments = max(2, max_segments)
+        # Served indexes merge in a thread; in-memory ones (evaluation, tests) merge inline, deterministically.
+        self.merge_in_background = (path is not None) if merge_in_background is None else merge_in_background
+        self._state = _State()
+        self._where: dict[int, tuple[str, int]] = {}  # doc id → (segment name, local row) of its live copy
+        self._lock = threading.RLock()  # guards _state/_where swaps (short)
+        self._write_lock = threading.RLock()  # one writer (apply, merge swap) at a time
+        self._last_seq: int | None = None
+        self._persisted_seq: int | None = None
+        self._generation = 0
+        self._pointer: str | None = None
+        self._unreferenced: set[str] = set()
+        self._merge_wanted = threading.Event()
+        self._merger: threading.Thread | None = None
+        self._closed = False
+        self.merges = 0
+
+    # --- construction -----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: Path, *, embedder: Embedder | None, allow_model_change: bool = False, **tuning: Any
+    ) -> SegmentIndex:
+        """Map the index at path (empty when missing); refuse one embedded by another model unless allowed."""
+        index = cls(embedder=embedder, path=Path(path), **tuning)
+        index._load_newest(allow_model_change=allow_model_change)
+        return index
+
+    @classmethod
+    def in_memory(cls, *, embedder: Embedder | None, **tuning: Any) -> SegmentIndex:
+        """An index that never touches disk (evaluation, tests): the same code path as the served one."""
+        return cls(embedder=embedder, path=None, **tuning)
+
+    # --- the port's read side ---------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    @property
+    def last_seq(self) -> int | None:
+        """The last change-feed seq applied (None: unknown, a full sync is needed)."""
+        return self._last_seq
+
+    def advance(self, seq: int) -> None:
+        """Record that the feed up to seq is reflected (a reader told so by the writer's watermark)."""
+        with self._lock:
+            if self._last_seq is None or seq > self._last_seq:
+                self._last_seq = seq
+
+    @property
+    def generation(self) -> int:
+        """Number of the commit last loaded or written (0: never)."""
+        return self._generation
+
+    @property
+    def pointer(self) -> str | None:
+        """Name of the commit this index holds."""
+        return self._pointer
+
+    @property
+    def segment_count(self) -> int:
+        """How many segments are live now."""
+        return len(self._state.segments)
+
+    def disk_pointer(self) -> str | None:
+        """Name of the newest commit on disk now (another process may have written it)."""
+        if self.path is None:
+            return self._pointer
+        commits = _commits(self.path)
+        return commits[-1].name if commits else None
+
+    def hashes(self) -> dict[int, str]:
+        """content_hash of every indexed doc, by id."""
+        with self._lock:
+            by_name = {s.name: s for s in self._state.segments}
+            return {doc_id: str(by_name[name].hashes[i]) for doc_id, (name, i) in self._where.items()}
+
+    # --- writes -----------------------------------------------------------------------------------------------------
+
+    def apply(self, upserts: Sequence[Document], removals: Sequence[int], *, seq: int | None) -> SyncReport:
+        """Add, replace and remove docs as one commit (embedding only new text); record seq as applied."""
+        with self._write_lock:
+            report = SyncReport()
+            state = self._state
+            by_name = {s.name: k for k, s in enumerate(state.segments)}
+            rows: list[Row] = []
+            vectors: list[np.ndarray | None] = []
+            to_embed: list[int] = []
+            dead: dict[int, list[int]] = {}
+            seen: set[int] = set()
+            for doc in reversed(list(upserts)):  # a doc given twice: the later copy wins
+                if doc.id in seen:
+                    continue
+                seen.add(doc.id)
+                text = passage_text(doc)
+                attrs = {str(k): (None if v is None else str(v)) for k, v in doc.attrs.items()}
+                keywords = tuple(normalise(k) for k in doc.keywords)
+                digest = document_hash(doc, text, attrs, keywords)
+                where = self._where.get(doc.id)
+                old: Row | None = None
+                if where is not None:
+                    k, i = by_name[where[0]], where[1]
+                    if str(state.segments[k].hashes[i]) == digest:
+                        report.unchanged += 1
+                        continue
+                    old = state.segments[k].row(i)
+                    dead.setdefault(k, []).append(i)
+                    report.updated += 1
+                else:
+                    report.added += 1
+                if old is not None and old.text == text:
+                    # Same text under new attributes: the vector and tokens are still right.
+                    rows.append(Row(doc.id, digest, text, keywords, attrs, old.words, old.chars))
+                    vectors.append(np.asarray(state.segments[by_name[where[0]]].vectors[where[1]]))  # type: ignore[index]
+                    continue
+                tokens = self.segmenter.tokens(text)
+                rows.append(Row(doc.id, digest, text, keywords, attrs, tokens.words, tokens.chars))
+                vectors.append(None)
+                to_embed.append(len(rows) - 1)
+            for doc_id in dict.fromkeys(removals):
+                where = self._where.get(doc_id)
+                if where is not None and doc_id not in seen:
+                    dead.setdefault(by_name[where[0]], []).append(where[1])
+                    report.removed += 1
+            rows.reverse()
+            vectors.reverse()
+            to_embed = [len(rows) - 1 - j for j in to_embed]
+            # Embed before touching any state, so a failing model leaves the index as it was (the feed retries).
+            fresh = self._embed([rows[j].text for j in to_embed])
+            for j, vec in zip(to_embed, fresh, strict=True):
+                vectors[j] = vec
+            if not rows and not dead:
+                # Nothing to change but the feed position: a commit file is cheap here (no segment is written),
+                # and it spares a restart the replay.
+                if seq is not None and seq != self._persisted_seq:
+                    self._advance_seq(seq)
+                    self._commit(self._state, seq=self._last_seq)
+                return report
+            segment = None
+            if rows:
+                matrix = np.stack([v for v in vectors if v is not None]) if self.dim else np.zeros((len(rows), 0))
+                segment = self._persisted(
+                    Segment.build(self._new_name(), rows, matrix.astype(np.float32), dim=self.dim)
+                )
+            alive = list(state.alive)
+            for k, locals_ in dead.items():
+                alive[k] = alive[k].copy()
+                alive[k][locals_] = False
+            segments = list(state.segments)
+            if segment is not None:
+                segments.append(segment)
+                alive.append(np.ones(len(segment), dtype=bool))
+            new_state = _State(tuple(segments), tuple(alive))
+            self._commit(new_state, seq=seq if seq is not None else self._last_seq)
+            with self._lock:
+                self._state = new_state
+                for doc_id in removals:
+                    if doc_id not in seen:
+                        self._where.pop(doc_id, None)
+                if segment is not None:
+                    for i, doc_id in enumerate(segment.ids.tolist()):
+                        self._where[int(doc_id)] = (segment.name, i)
+                self._advance_seq(seq)
+            self._request_merge()
+            return report
+
+    def upsert(self, docs: Sequence[Document]) -> SyncReport:
+        """Add or update some docs; persist."""
+        return self.apply(docs, (), seq=None)
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Withdraw docs by id; persist; return how many were present."""
+        return self.apply((), ids, seq=None).removed
+
+    def sync(self, docs: Iterable[Document], *, progress: bool = False, seq: int | None = None) -> SyncReport:
+        """Make the index hold exactly these docs (embed only new/changed ones), as of feed position seq; persist."""
+        wanted: dict[int, Document] = {doc.id: doc for doc in docs}
+        report = SyncReport()
+        pending = list(wanted.values())
+        chunks = range(0, max(len(pending), 1), _SYNC_CHUNK)
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="indexing", unit="chunk")
+        for start in chunks:
+            part = self.apply(pending[start : start + _SYNC_CHUNK], (), seq=None)
+            report.added, report.updated = report.added + part.added, report.updated + part.updated
+            report.unchanged += part.unchanged
+        gone = [doc_id for doc_id in list(self._where) if doc_id not in wanted]
+        report.removed = self.apply((), gone, seq=seq).removed
+        if self.path is not None and self._generation == 0:
+            self._commit(self._state, seq=seq)
+        return report
+
+    def _advance_seq(self, seq: int | None) -> None:
+        if seq is not None and (self._last_seq is None or seq > self._last_seq):
+            self._last_seq = seq
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if not texts or self.embedder is None:
+            return np.zeros((len(texts), self.dim), dtype=np.float32)
+        out = [
+            np.asarray(self.embedder.encode_passages(texts[s : s + _EMBED_BATCH]), dtype=np.float32)
+            for s in range(0, len(texts), _EMBED_BATCH)
+        ]
+        vectors = np.concatenate(out)
+        if vectors.shape != (len(texts), self.dim):
+            raise ValueError(f"embedder returned {vectors.shape}, expected ({len(texts)}, {self.dim})")
+        return vectors
+
+    def _new_name(self) -> str:
+        return f"seg-{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
+
+    def _persisted(self, segment: Segment) -> Segment:
+        """Write a new segment's file and serve it from the mapping (in-memory indexes keep it as built)."""
+        if self.path is None:
+            return segment
+        self.path.mkdir(parents=True, exist_ok=True)
+        file = self.path / f"{segment.name}.seg"
+        with self._lock:
+            self._unreferenced.add(segment.name)  # not yet in a commit: garbage collection must leave it
+        segment.write(file)
+        return Segment.open(file)
+
+    # --- merging ----------------------------------------------------------------------------------------------------
+
+    def _request_merge(self) -> None:
+        if not self._merge_plan(self._state):
+            return
+        if not self.merge_in_background:
+            self.merge()
+            return
+        self._merge_wanted.set()
+        if self._merger is None or not self._merger.is_alive():
+            self._merger = threading.Thread(target=self._merge_loop, name="segment-merger", daemon=True)
+            self._merger.start()
+
+    def _merge_loop(self) -> None:
+        while not self._closed:
+            if not self._merge_wanted.wait(timeout=5.0):
+                continue
+            self._merge_wanted.clear()
+            with contextlib.suppress(Exception):  # a failed merge leaves the segments as they were; next write retries
+                while self.merge():
+                    pass
+
+    def _merge_plan(self, state: _State) -> list[int]:
+        """Segments to fold into one: the smallest when there are too many, and any with mostly dead rows."""
+        live = [int(a.sum()) for a in state.alive]
+        sizes = [len(s) for s in state.segments]
+        heavy = [k for k in range(len(sizes)) if sizes[k] and live[k] < 0.7 * sizes[k]]
+        if len(sizes) <= self.max_segments:
+            return heavy if heavy and (len(heavy) > 1 or sizes[heavy[0]] > live[heavy[0]]) else []
+        smallest = sorted(range(len(sizes)), key=lambda k: (live[k], k))[: len(sizes) - self.max_segments // 2 + 1]
+        return sorted(set(smallest) | set(heavy))
+
+    def merge(self) -> bool:
+        """Fold some segments into one (built without blocking writes or searches); whether anything was merged."""
+        snapshot = self._state
+        plan = self._merge_plan(snapshot)
+        if not plan:
+            return False
+        parts = [(snapshot.segments[k], snapshot.alive[k]) for k in plan]
+        merged = self._persisted(merge_segments(self._new_name(), parts, dim=self.dim))
+        with self._write_lock:
+            state = self._state
+            names = [snapshot.segments[k].name for k in plan]
+            current = {s.name: k for k, s in enumerate(state.segments)}
+            if any(name not in current for name in names):
+                return False  # another merge got there first
+            # Rows that died while we merged (a write replaced or removed them) die in the merged segment too.
+            keep = np.ones(len(merged), dtype=bool)
+            base = 0
+            for seg, was_alive in parts:
+                now_alive = state.alive[current[seg.name]][was_alive]
+                keep[base : base + len(now_alive)] = now_alive
+                base += len(now_alive)
+            segments, alive = [], []
+            inserted = False
+            for k, seg in enumerate(state.segments):
+                if seg.name in names:
+                    if not inserted:  # the merged segment takes the place of the first one it replaces
+                        segments.append(merged)
+                        alive.append(keep)
+                        inserted = True
+                    continue
+                segments.append(seg)
+                alive.append(state.alive[k])
+            new_state = _State(tuple(segments), tuple(alive))
+            self._commit(new_state, seq=self._last_seq)
+            with self._lock:
+                self._state = new_state
+                for i, doc_id in enumerate(merged.ids.tolist()):
+                    if keep[i]:
+                        self._where[int(doc_id)] = (merged.name, i)
+            self.merges += 1
+        return True
+
+    def close(self) -> None:
+        """Stop the merge thread."""
+        self._closed = True
+        self._merge_wanted.set()
+
+    # --- search -----------------------------------------------------------------------------------------------------
+
+    def analyse(self, text: str) -> QueryAnalysis:
+        """Normalise and clean a query, then derive its BM25 token lists (first sentence boosted)."""
+        return analyse_query(text, segmenter=self.segmenter, title_boost=self.title_boost)
+
+    def embed_queries(self, queries: Sequence[QueryAnalysis]) -> np.ndarray:
+        """Query vectors (one embedder call for the batch): the text's vector, pulled towards the title's."""
+        return embed_analyses(queries, embedder=self.embedder, title_vector_weight=self.title_vector_weight)
+
+    def search(
+        self,
+        text: str,
+        *,
+        k: int = 10,
+        filters: Mapping[str, str] | None = None,
+        exclude_ids: Collection[int] = (),
+        fusion: FusionConfig | None = None,
+        within: Collection[int] | None = None,
+    ) -> list[Hit]:
+        """Top-k docs for a free-text query, best first, with reasons; `within` limits to given ids (pool re-rank)."""
+        config = fusion or self.fusion
+        if k <= 0 or not self._where:
+            return []
+        query = self.analyse(text)
+        vector = self.embed_queries([query])[0] if self.embedder is not None else None
+        state = self._state  # one consistent version for the whole query, however writes and merges go on
+        idf: dict[str, dict[str, float]] = {}
+        cands = self._candidates(
+            state, query, k=k, filters=filters, exclude_ids=exclude_ids, within=within, qvec=vector, idf=idf
+        )
+        if cands is None or len(cands) == 0:
+            return []
+        scores, parts = fuse(cands, config)
+        best = order(scores, state.ids_all[cands.positions])[:k]
+        return [self._hit(state, query, cands, int(j), float(scores[j]), parts, config, idf) for j in best]
+
+    def candidates(
+        self,
+        query: QueryAnalysis,
+        *,
+        k: int = 10,
+        filters: Mapping[str, str] | None = None,
+        exclude_ids: Collection[int] = (),
+        within: Collection[int] | None = None,
+        query_vector: np.ndarray | None = None,
+    ) -> Candidates | None:
+        """Each list's top candidates and all three raw scores for their union (fusion is separate: eval tunes it)."""
+        if self.embedder is not None and query_vector is None:
+            query_vector = self.embed_queries([query])[0]
+        return self._candidates(
+            self._state, query, k=k, filters=filters, exclude_ids=exclude_ids, within=within, qvec=query_vector
+        )
+
+    def doc_id(self, position: int) -> int:
+        """The doc id at a candidate position (valid for the version the candidates came from)."""
+        state = self._state
+        seg, i = state.locate(position)
+        return int(state.segments[seg].ids[i])
+
+    def _candidates(
+        self,
+        state: _State,
+        query: QueryAnalysis,
+        *,
+        k: int,
+        filters: Mapping[str, str] | None,
+        exclude_ids: Collection[int],
+        within: Collection[int] | None,
+        qvec: np.ndarray | None,
+        idf: dict[str, dict[str, float]] | None = None,
+    ) -> Candidates | None:
+        """Candidates of one state; fills idf (when given) with each field's idf of the query's matched terms."""
+        idf = {} if idf is None else idf
+        if k <= 0 or state.n_alive == 0:
+            return None
+        mask = self._mask(state, filters, exclude_ids, within)
+        if not mask.any():
+            return None
+        depth = max(self.candidate_depth, k)
+        word_scores, idf["words"] = self._bm25(state, "words", query.words)
+        char_scores, idf["chars"] = self._bm25(state, "chars", query.chars)
+        ids = state.ids_all
+        lists = {"words": _top(word_scores, depth, mask, ids), "chars": _top(char_scores, depth, mask, ids)}
+        dense_scores: np.ndarray | None = None
+        if self.embedder is not None and qvec is not None:
+            q = np.asarray(qvec, dtype=np.float32)
+            dense_scores = np.concatenate([np.asarray(s.vectors) @ q for s in state.segments]).astype(np.float32)
+            lists["dense"] = _top(dense_scores, depth, mask, ids, positive_only=False)
+        union = np.unique(np.concatenate(list(lists.values())))
+        raw = {"words": word_scores[union], "chars": char_scores[union]}
+        if dense_scores is not None:
+            raw["dense"] = dense_scores[union]
+        cands = Candidates(positions=union, raw=raw)
+        where = {int(p): j for j, p in enumerate(union)}
+        for signal, top_list in lists.items():
+            ranks = np.zeros(len(union), dtype=np.int64)
+            for rank, p in enumerate(top_list, start=1):
+                ranks[where[int(p)]] = rank
+            cands.ranks[signal] = ranks
+            cands.top[signal] = raw[signal][[where[int(p)] for p in top_list]] if len(top_list) else np.zeros(0)
+        return cands
+
+    def _bm25(self, state: _State, field: str, tokens: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
+        """BM25 (Lucene idf, as bm25s computes it) of every position for these query tokens, over live docs only.
+
+        Vectorised per segment: one binary search for all query terms, one gather of their postings, one scatter-add.
+        """
+        n = state.n_alive
+        if n == 0 or not tokens:
+            return np.zeros(state.total, dtype=np.float32), {}
+        counts: dict[str, int] = {}
+        for t in tokens:
+            if t:
+                counts[t[:MAX_TERM]] = counts.get(t[:MAX_TERM], 0) + 1
+        terms = np.array(list(counts), dtype=f"<U{MAX_TERM}")
+        repeat = np.array(list(counts.values()), dtype=np.float32)
+        found = []
+        df = np.zeros(len(terms), dtype=np.int64)
+        for seg, alive, base in zip(state.segments, state.alive, state.bases, strict=False):
+            p = seg.fields[field]
+            if len(p.vocab) == 0:
+                continue
+            idx = np.searchsorted(p.vocab, terms)
+            hit = idx < len(p.vocab)
+            hit[hit] = p.vocab[idx[hit]] == terms[hit]
+            which = np.flatnonzero(hit)
+            if len(which) == 0:
+                continue
+            starts, ends = p.offsets[idx[which]], p.offsets[idx[which] + 1]
+            sizes = ends - starts
+            # Positions of every posting of every matched term, without a Python loop over terms.
+            gather = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
+            docs = p.docs[gather]
+            term_of = np.repeat(which, sizes)
+            live = alive[docs]
+            docs, term_of, tfs = docs[live], term_of[live], p.tfs[gather][live]
+            df += np.bincount(term_of, minlength=len(terms))
+            found.append((p, docs, term_of, tfs, int(base)))
+        out = np.zeros(state.total, dtype=np.float64)
+        if not found:
+            return out.astype(np.float32), {}
+        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        idf_of = {str(t): float(v) for t, v, d in zip(terms.tolist(), idf.tolist(), df.tolist(), strict=True) if d}
+        avgdl = np.float32(state.length_sum[field] / n)
+        k1, b = np.float32(self.k1), np.float32(self.b)
+        for p, docs, term_of, tfs, base in found:
+            dl = p.lengths[docs]
+            score = repeat[term_of] * idf[term_of] * tfs / (tfs + k1 * (1.0 - b + b * dl / avgdl))
+            out[base : base + len(p.lengths)] += np.bincount(docs, weights=score, minlength=len(p.lengths))
+        return out.astype(np.float32), idf_of
+
+    def _mask(
+        self,
+        state: _State,
+        filters: Mapping[str, str] | None,
+        exclude_ids: Collection[int],
+        within: Collection[int] | None,
+    ) -> np.ndarray:
+        mask = state.alive_all.copy()
+        if filters:
+            for key, value in filters.items():
+                allowed = np.zeros(state.total, dtype=bool)
+                for seg, base in zip(state.segments, state.bases, strict=False):
+                    rows = seg.attrs.get((key, str(value)))
+                    if rows is not None:
+                        allowed[int(base) + rows] = True
+                mask &= allowed
+        positions = {s.name: int(base) for s, base in zip(state.segments, state.bases, strict=False)}
+        if within is not None:
+            keep = np.zeros(state.total, dtype=bool)
+            keep[self._positions(positions, within)] = True
+            mask &= keep
+        if exclude_ids:
+            mask[self._positions(positions, exclude_ids)] = False
+        return mask
+
+    def _positions(self, bases: Mapping[str, int], ids: Collection[int]) -> list[int]:
+        out = []
+        with self._lock:
+            for doc_id in ids:
+                where = self._where.get(doc_id)
+                if where is not None and where[0] in bases:
+                    out.append(bases[where[0]] + where[1])
+        return out
+
+    def _hit(
+        self,
+        state: _State,
+        query: QueryAnalysis,
+        cands: Candidates,
+        j: int,
+        score: float,
+        parts: dict[str, np.ndarray],
+        config: FusionConfig,
+        idf: dict[str, dict[str, float]],
+    ) -> Hit:
+        seg_no, local = state.locate(int(cands.positions[j]))
+        words_idf, chars_idf = idf.get("words", {}), idf.get("chars", {})
+        row = state.segments[seg_no].row(local)
+        terms = shared_terms(query.words, row.words, idf=lambda t: words_idf.get(t[:MAX_TERM], 0.0))
+        bigrams = [
+            g
+            for g in shared_terms(query.chars, row.chars, idf=lambda t: chars_idf.get(t[:MAX_TERM], 0.0))
+            if not any(g in t for t in terms)
+        ]
+        keywords = [kw for kw in row.keywords if kw and kw in query.text]
+        why = reasons(
+            terms=terms,
+            bigrams=bigrams,
+            keywords=keywords,
+            raw={s: float(cands.raw[s][j]) for s in SIGNALS if s in cands.raw},
+            parts={s: float(p[j]) for s, p in parts.items()},
+            ranks={s: int(cands.ranks[s][j]) for s in SIGNALS if s in cands.ranks},
+            method=config.method,
+        )
+        return Hit(id=row.id, score=round(score, 6), reasons=why)
+
+    # --- persistence ------------------------------------------------------------------------------------------------
+
+    def _model_name(self) -> str:
+        return self.embedder.name if self.embedder is not None else "none"
+
+    def _commit(self, state: _State, *, seq: int | None) -> None:
+        """Write a commit naming every live segment (already written) and its dead rows; keep the last two."""
+        self._generation += 1
+        name = f"{_COMMIT_PREFIX}{self._generation:08d}.json"
+        if self.path is None:
+            self._pointer = name
+            self._persisted_seq = seq
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(self.path):
+            existing = _commits(self.path)
+            if existing:  # another writer (a previous owner of the lease) may have gone further
+                self._generation = max(self._generation, _commit_number(existing[-1]) + 1)
+                name = f"{_COMMIT_PREFIX}{self._generation:08d}.json"
+            body = {
+                "format": FORMAT,
+                "generation": self._generation,
+                "embedder": self._model_name(),
+                "dim": self.dim,
+                "tokenizer": tokenizer_fingerprint(),
+                "last_seq": seq,
+                "count": state.n_alive,
+                "segments": [
+                    {"name": s.name, "rows": len(s), "dead": _pack_dead(a)}
+                    for s, a in zip(state.segments, state.alive, strict=True)
+                ],
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            tmp = self.path / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
+            with tmp.open("w", encoding="utf-8") as handle:
+                json.dump(body, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path / name)
+            self._pointer = name
+            self._persisted_seq = seq
+            with self._lock:
+                self._unreferenced.difference_update(s.name for s in state.segments)
+            self._collect_garbage()
+
+    def _collect_garbage(self) -> None:
+        """Keep the newest two commits (a reader may be opening the previous one) and the segments they name."""
+        assert self.path is not None
+        commits = _commits(self.path)
+        keep = commits[-2:]
+        wanted: set[str] = set()
+        for commit in keep:
+            with contextlib.suppress(OSError, ValueError):
+                wanted.update(s["name"] for s in json.loads(commit.read_text(encoding="utf-8"))["segments"])
+        for old in commits[:-2]:
+            old.unlink(missing_ok=True)
+        with self._lock:
+            wanted |= self._unreferenced
+        for seg in self.path.glob("seg-*.seg"):
+            if seg.stem not in wanted:
+                seg.unlink(missing_ok=True)
+        for tmp in self.path.glob(".*.tmp"):
+            if time.time() - tmp.stat().st_mtime > 60:  # a writer that died mid-write
+                tmp.unlink(missing_ok=True)
+
+    def _load_newest(self, *, allow_model_change: bool) -> None:
+        assert self.path is not None
+        for attempt in range(5):  # a writer may delete what we are opening: take the newest commit again
+            commits = _commits(self.path)
+            if not commits:
+                return
+            try:
+                self._load_commit(commits[-1], allow_model_change=allow_model_change)
+                return
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.05)
+
+    def reload(self) -> bool:
+        """Move to the newest commit on disk (a reader following the writer); reuses the segments it has mapped."""
+        if self.path is None:
+            return False
+        newest = self.disk_pointer()
+        if newest is None or newest == self._pointer:
+            return False
+        self._load_newest(allow_model_change=False)
+        return True
+
+    def _load_commit(self, path: Path, *, allow_model_change: bool) -> None:
+        body = json.loads(path.read_text(encoding="utf-8"))
+        if body.get("format") != FORMAT:
+            raise IndexModelMismatch(f"index at {self.path} has format {body.get('format')!r}, expected {FORMAT!r}")
+        if (body["embedder"] != self._model_name() or int(body["dim"]) != self.dim) and not allow_model_change:
+            raise IndexModelMismatch(
+                f"index at {self.path} was embedded with {body['embedder']!r} (dim {body['dim']}), "
+                f"not {self._model_name()!r} (dim {self.dim}); run `techmatch index rebuild`",
+                extra={"index_model": body["embedder"], "model": self._model_name()},
+            )
+        if body["embedder"] != self._model_name():
+            return  # allowed model change: start empty, the caller re-embeds everything
+        mapped = {s.name: s for s in self._state.segments}
+        segments, alive = [], []
+        for spec in body["segments"]:
+            seg = mapped.get(spec["name"]) or Segment.open(self.path / f"{spec['name']}.seg")  # type: ignore[operator]
+            segments.append(seg)
+            alive.append(_unpack_dead(spec["dead"], len(seg)))
+        state = _State(tuple(segments), tuple(alive))
+        where: dict[int, tuple[str, int]] = {}
+        for seg, a in zip(state.segments, state.alive, strict=True):
+            live = np.flatnonzero(a)
+            where.update(zip(seg.ids[live].tolist(), ((seg.name, int(i)) for i in live), strict=True))
+        with self._lock:
+            self._state, self._where = state, where
+            self._generation = int(body["generation"])
+            self._pointer = path.name
+            self._last_seq = int(body["last_seq"]) if body.get("last_seq") is not None else None
+            self._persisted_seq = self._last_seq
+        if body.get("tokenizer") != tokenizer_fingerprint():
+            self._retokenise()
+
+    def _retokenise(self) -> None:
+        """The dictionary or stop words changed: re-derive every live doc's tokens from its text (vectors kept)."""
+        with self._write_lock:
+            state = self._state
+            rows: list[Row] = []
+            vectors: list[np.ndarray] = []
+            for seg, alive in zip(state.segments, state.alive, strict=True):
+                for i in np.flatnonzero(alive):
+                    r = seg.row(int(i))
+                    tokens = self.segmenter.tokens(r.text)
+                    rows.append(Row(r.id, r.content_hash, r.text, r.keywords, r.attrs, tokens.words, tokens.chars))
+                    vectors.append(np.asarray(seg.vectors[int(i)], dtype=np.float32))
+            if not rows:
+                return
+            segment = self._persisted(Segment.build(self._new_name(), rows, np.stack(vectors), dim=self.dim))
+            new_state = _State((segment,), (np.ones(len(segment), dtype=bool),))
+            self._commit(new_state, seq=self._last_seq)
+            with self._lock:
+                self._state = new_state
+                self._where = {int(d): (segment.name, i) for i, d in enumerate(segment.ids.tolist())}
+
+
+def _top(
+    scores: np.ndarray, depth: int, mask: np.ndarray, ids: np.ndarray, *, positive_only: bool = True
+) -> np.ndarray:
+    """Positions of the depth best allowed scores (positive ones only, for BM25), best first, ties by doc id."""
+    allowed = mask & (scores > 0) if positive_only else mask
+    positions = np.flatnonzero(allowed)
+    if len(positions) > depth:
+        values = scores[positions]
+        cut = np.partition(values, len(values) - depth)[len(values) - depth]  # the depth-th best score
+        positions = positions[values >= cut]  # everything tied with it stays in the running
+    values = scores[positions]
+    return positions[np.lexsort((ids[positions], -values))][:depth]
+
+
+def _pack_dead(alive: np.ndarray) -> str:
+    """Dead rows as a compressed bitset (sparse deletes compress to almost nothing)."""
+    return base64.b64encode(zlib.compress(np.packbits(~alive).tobytes(), 1)).decode("ascii")
+
+
+def _unpack_dead(packed: str, n: int) -> np.ndarray:
+    bits = np.frombuffer(zlib.decompress(base64.b64decode(packed)), dtype=np.uint8)
+    return ~np.unpackbits(bits, count=n).astype(bool)
+
+
+def _commit_number(path: Path) -> int:
+    return int(path.stem[len(_COMMIT_PREFIX) :])
+
+
+def _commits(folder: Path) -> list[Path]:
+    """Complete commit files, oldest first."""
+    found = []
+    for p in folder.glob(f"{_COMMIT_PREFIX}*.json"):
+        with contextlib.suppress(ValueError):
+            found.append((_commit_number(p), p))
+    return [p for _, p in sorted(found)]
+
+
+@contextlib.contextmanager
+def _folder_lock(path: Path) -> Any:
+    """One committer per index folder across processes (flock); garbage collection relies on it."""
+    import fcntl
+
+    with (path / ".lock").open("a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

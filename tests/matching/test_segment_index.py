@@ -1,0 +1,159 @@
+"""SegmentIndex: a write costs O(that write), merges keep the segment count bounded and change no result, readers
+follow the writer's commits, and a writer SIGKILLed at any moment leaves the last complete commit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from matching.embedding import Embedder
+from matching.index import Document, HybridIndex
+from matching.segment_index import SegmentIndex
+from matching.segments import Postings, Segment
+from tests.matching.test_index import REPO, CountingEmbedder, make_docs
+
+CORPUS = [
+    f"{topic}{i}号技术" for i in range(60) for topic in ("锂电池隔膜", "海参育苗", "碳纤维", "风电叶片", "污泥干化")
+]
+
+
+def _docs(n: int, start: int = 0) -> list[Document]:
+    return [
+        Document(id=start + i, title=CORPUS[i % len(CORPUS)], body=f"第{i}项，{CORPUS[(i * 7) % len(CORPUS)]}的改进")
+        for i in range(n)
+    ]
+
+
+def test_postings_merge_equals_a_fresh_build() -> None:
+    a = [["锂电池", "隔膜", "隔膜"], ["海参", "育苗"], ["锂电池"]]
+    b = [["碳纤维", "隔膜"], [], ["海参", "海参", "工艺"]]
+    alive_a, alive_b = np.array([True, False, True]), np.array([True, True, True])
+    merged = Postings.merge([(Postings.build(a), alive_a), (Postings.build(b), alive_b)])
+    fresh = Postings.build([a[0], a[2], *b])
+    for part in ("vocab", "offsets", "docs", "tfs", "lengths"):
+        assert np.array_equal(getattr(merged, part), getattr(fresh, part)), part
+
+
+def test_one_write_embeds_and_writes_only_itself(tmp_path: Path, embedder: Embedder) -> None:
+    counting = CountingEmbedder(embedder)
+    index = SegmentIndex.open(tmp_path / "ix", embedder=counting, merge_in_background=False)
+    index.sync(_docs(300), seq=1)
+    before = {p.name: p.stat().st_size for p in (tmp_path / "ix").glob("seg-*.seg")}
+    counting.passages = 0
+    index.apply([Document(id=5000, title="深远海养殖网箱", body="抗风浪网箱结构")], [], seq=2)
+    assert counting.passages == 1, "one write embeds one document"
+    after = {p.name: p.stat().st_size for p in (tmp_path / "ix").glob("seg-*.seg")}
+    new = set(after) - set(before)
+    assert len(new) == 1 and set(before) <= set(after), "a write adds one segment and rewrites none"
+    assert after[new.pop()] * 50 < sum(before.values()), "the new segment holds that document only"
+    assert index.search("深远海养殖网箱", k=1)[0].id == 5000
+
+
+def test_merges_bound_the_segment_count_and_change_no_result(tmp_path: Path) -> None:
+    merged = SegmentIndex.open(tmp_path / "ix", embedder=None, max_segments=4, merge_in_background=False)
+    reference = HybridIndex.in_memory(embedder=None)
+    docs = _docs(120)
+    for doc in docs:  # one write per document: the worst case for segment counts
+        merged.upsert([doc])
+    reference.sync(docs)
+    merged.remove([3, 50, 77])
+    reference.remove([3, 50, 77])
+    assert merged.segment_count <= 4 and merged.merges > 0
+    for query in ("锂电池隔膜", "海参育苗技术", "风电叶片的改进", "污泥"):
+        a, b = reference.search(query, k=10), merged.search(query, k=10)
+        assert [h.id for h in a] == [h.id for h in b], query
+        assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-3), query
+    reopened = SegmentIndex.open(tmp_path / "ix", embedder=None)
+    assert reopened.hashes() == merged.hashes() and len(reopened) == 117
+
+
+def test_searches_run_while_a_background_merge_swaps_segments(tmp_path: Path) -> None:
+    index = SegmentIndex.open(tmp_path / "ix", embedder=None, max_segments=3)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def search_loop() -> None:
+        while not stop.is_set():
+            try:
+                hits = index.search("锂电池隔膜", k=5)
+                assert all(h.id in index.hashes() or h.id >= 0 for h in hits)
+            except BaseException as exc:  # noqa: BLE001 (collected for the assertion below)
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=search_loop)
+    thread.start()
+    for i, doc in enumerate(_docs(60)):
+        index.apply([doc], [], seq=i + 1)
+    stop.set()
+    thread.join()
+    index.close()
+    assert not errors, errors[:1]
+    assert len(index) == 60 and index.last_seq == 60
+    assert SegmentIndex.open(tmp_path / "ix", embedder=None).last_seq == 60
+
+
+def test_a_reader_follows_the_writers_commits_reusing_its_mapped_segments(tmp_path: Path) -> None:
+    writer = SegmentIndex.open(tmp_path / "ix", embedder=None, merge_in_background=False)
+    writer.sync(_docs(50), seq=1)
+    reader = SegmentIndex.open(tmp_path / "ix", embedder=None)
+    mapped = reader._state.segments[0]
+    writer.apply([Document(id=900, title="髋关节置换手术机器人", body="")], [1, 2], seq=2)
+    assert reader.disk_pointer() != reader.pointer and reader.reload()
+    assert reader._state.segments[0] is mapped, "a reload maps only the new segment"
+    assert reader.last_seq == 2 and 900 in reader.hashes() and 1 not in reader.hashes()
+    assert reader.search("髋关节置换", k=1)[0].id == 900
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from matching.index import Document
+    from matching.segment_index import SegmentIndex
+    index = SegmentIndex.open(Path(sys.argv[1]), embedder=None, max_segments=3)
+    seq = index.last_seq or 0
+    while True:
+        seq += 1
+        index.apply([Document(id=10_000 + seq, title=f"第{seq}号 高分子材料改性", body="提高耐热性")], [], seq=seq)
+        print(seq, flush=True)
+    """
+)
+
+
+def test_sigkill_at_any_moment_leaves_the_last_complete_commit(tmp_path: Path) -> None:
+    SegmentIndex.open(tmp_path / "ix", embedder=None).sync(make_docs(), seq=0)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for round_ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_SCRIPT, str(tmp_path / "ix")], env=env, cwd=REPO, stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        for _ in range(15 + 7 * round_):  # let it commit (and merge) a while, then kill it mid-stride
+            proc.stdout.readline()
+        proc.kill()
+        proc.wait()
+        reopened = SegmentIndex.open(tmp_path / "ix", embedder=None)
+        seq = reopened.last_seq
+        assert seq is not None and seq > 0
+        assert set(reopened.hashes()) == set(range(1, 13)) | {10_000 + s for s in range(1, seq + 1)}
+        assert reopened.search("金属钠", k=1)[0].id == 3
+    leftovers = [p for p in (tmp_path / "ix").iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    SegmentIndex.open(tmp_path / "ix", embedder=None).apply([], [1], seq=10_000)  # the next writer cleans up
+    assert all(not p.exists() or p.stat().st_mtime > 0 for p in leftovers)
+
+
+def test_a_segment_file_round_trips(tmp_path: Path) -> None:
+    index = SegmentIndex.in_memory(embedder=None)
+    index.sync(_docs(20))
+    seg = index._state.segments[0]
+    seg.write(tmp_path / "x.seg")
+    back = Segment.open(tmp_path / "x.seg")
+    assert back.ids.tolist() == seg.ids.tolist() and back.rows() == seg.rows()
+    assert np.array_equal(back.fields["chars"].docs, seg.fields["chars"].docs)
