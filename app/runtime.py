@@ -45,7 +45,13 @@ def load_embedder(settings: Settings) -> Any:
     """The configured embedding model (the prepared multilingual-e5-small by default)."""
     from matching.embedding import load_embedder as _load
 
-    return _load(model=settings.embedding_model, cache_dir=settings.cache_dir, batch_size=settings.embedding_batch_size)
+    return _load(
+        model=settings.embedding_model,
+        cache_dir=settings.cache_dir,
+        batch_size=settings.embedding_batch_size,
+        encoder=settings.encoder,
+        threads=settings.encoder_threads,
+    )
 
 
 def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool = True) -> Runtime:
