@@ -689,8 +689,10 @@ class SegmentIndex:
             if seg.stem not in wanted:
                 seg.unlink(missing_ok=True)
         for tmp in self.path.glob(".*.tmp"):
-            if time.time() - tmp.stat().st_mtime > 60:  # a writer that died mid-write
-                tmp.unlink(missing_ok=True)
+            # A merge in this process may be renaming its file into place right now: gone is fine.
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - tmp.stat().st_mtime > 60:  # a writer that died mid-write
+                    tmp.unlink(missing_ok=True)
 
     def _load_newest(self, *, allow_model_change: bool) -> None:
         assert self.path is not None
