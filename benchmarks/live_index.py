@@ -28,7 +28,7 @@ import numpy as np
 
 from app.runtime import load_embedder
 from benchmarks._corpus import real_docs, real_queries, recombined
-from benchmarks.query_latency import percentile
+from benchmarks.query_latency import percentile, time_queries
 from core.settings import get_settings
 from matching.dense import CachingEmbedder
 from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
@@ -85,16 +85,6 @@ def _time_writes(index: object, fresh: list[Document]) -> list[float]:
     return out
 
 
-def _time_queries(index: object, queries: list[str]) -> list[float]:
-    index.search(queries[0], k=10)  # type: ignore[attr-defined]
-    out = []
-    for q in queries:
-        t0 = time.perf_counter()
-        index.search(q, k=10)  # type: ignore[attr-defined]
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -142,7 +132,7 @@ def main() -> None:
             lat = _time_writes(index, fresh)
             write_p95[size] = percentile(lat, 95)
             rows.append(_row(size, "segments", "write → searchable", lat))
-            q = _time_queries(index, queries)
+            q = time_queries(index, queries)
             rows.append(
                 f"{size:>8} {'segments':<12} {'query (hybrid)':<22} {percentile(q, 50):>8.1f} {percentile(q, 95):>8.1f}"
             )
@@ -159,7 +149,7 @@ def main() -> None:
                 f"(peak {_rss_mb():.0f} MB)"
             )
             reopened.embedder = None  # the same segments, words and bigrams only: the floor
-            qb = _time_queries(reopened, queries)
+            qb = time_queries(reopened, queries)
             rows.append(_row(size, "segments", "query (BM25 only)", qb))
             del index, reopened
         finally:

@@ -2,8 +2,8 @@
 
 A one-off, kept so the selection is reproducible: `python -m ingest.demo_build [--shared DIR]`. It reads exactly the
 two files in SOURCES (CSL, Apache-2.0; CNIPA patents, CC BY 4.0) and nothing else under ../shared/data: not the CCF
-or FewCLUE sets, which may not be shipped, and never a holdout folder. The hand-written needs (demo_data/needs.jsonl)
-are not generated here.
+or FewCLUE sets, which may not be shipped, and no other file of those two folders. The hand-written needs
+(demo_data/needs.jsonl) are not generated here.
 """
 
 from __future__ import annotations
@@ -108,9 +108,6 @@ def patent_domains(title: str) -> list[str]:
 
 def select(shared: Path) -> list[dict[str, Any]]:
     """The shipped rows, in a stable order: the selected CSL papers, then the selected patents."""
-    for rel in SOURCES:
-        if "holdout" in Path(rel).parts:  # pragma: no cover - a guard on the constant above
-            raise ValueError(f"refusing to read a holdout file: {rel}")
     categories = {rec["id"]: rec.get("category") for rec in _lines(shared / CSL_FILE)}
     rows: list[dict[str, Any]] = []
     seen_abstracts: set[str] = set()

@@ -674,7 +674,7 @@ class HybridIndex:
             self._generation += 1
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        with _writer_lock(self.path):
+        with writer_lock(self.path):
             generation = max([self._generation, *_generations(self.path)]) + 1
             tmp = self.path / f"{_TMP_PREFIX}{generation:06d}-{uuid.uuid4().hex[:8]}"
             tmp.mkdir()
@@ -824,7 +824,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _writer_lock(path: Path) -> Iterator[None]:
+def writer_lock(path: Path) -> Iterator[None]:
     """One writer per index folder across processes (flock); garbage collection relies on it."""
     try:
         import fcntl

@@ -40,6 +40,7 @@ from matching.index import (
     embed_analyses,
     passage_text,
     tokenizer_fingerprint,
+    writer_lock,
 )
 from matching.segments import FIELDS, MAX_TERM, Row, Segment, merge_segments
 from matching.text import Segmenter, default_segmenter, normalise
@@ -641,7 +642,7 @@ class SegmentIndex:
             self._persisted_seq = seq
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        with _folder_lock(self.path):
+        with writer_lock(self.path):
             existing = _commits(self.path)
             if existing:  # another writer (a previous owner of the lease) may have gone further
                 self._generation = max(self._generation, _commit_number(existing[-1]) + 1)
@@ -807,16 +808,3 @@ def _commits(folder: Path) -> list[Path]:
         with contextlib.suppress(ValueError):
             found.append((_commit_number(p), p))
     return [p for _, p in sorted(found)]
-
-
-@contextlib.contextmanager
-def _folder_lock(path: Path) -> Any:
-    """One committer per index folder across processes (flock); garbage collection relies on it."""
-    import fcntl
-
-    with (path / ".lock").open("a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -84,10 +84,8 @@ def test_attribution_file_names_each_set_and_its_counts(
     assert f"| `needs.jsonl` | {len(needs)} |" in text
 
 
-def test_the_build_reads_only_the_two_open_sets_and_no_holdout() -> None:
+def test_the_build_reads_only_the_two_open_sets() -> None:
     assert demo_build.SOURCES == ("csl-benchmark-2k/csl_2k.jsonl", "cn-patent-g06f-cpc/patents.jsonl")
-    for rel in demo_build.SOURCES:
-        assert "holdout" not in rel.lower()
 
 
 @requires_shared_data
