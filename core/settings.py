@@ -39,8 +39,14 @@ class Settings(BaseSettings):
     write_visible_timeout: float = 2.0
 
     # The embedded index engine: append-only segments with background merges (a write costs O(that write)), or the
-    # older whole-generation files (every write rewrites the index; kept for comparison in benchmarks).
-    index_engine: Literal["segments", "generations"] = "segments"
+    # older whole-generation files (every write rewrites the index; kept for comparison in benchmarks), or the
+    # scale-out adapter: segments for words, vectors in PostgreSQL + pgvector shared by every replica.
+    index_engine: Literal["segments", "generations", "pgvector"] = "segments"
+    # pgvector engine: the PostgreSQL holding the vectors (default: database_url, which must then be PostgreSQL with
+    # the vector extension), the prefix of its table names, and the HNSW search breadth.
+    vector_database_url: str | None = None
+    vector_namespace: str = "techmatch"
+    pgvector_ef_search: int = 200
     # Segments beyond this count are merged in the background.
     index_max_segments: int = 8
 

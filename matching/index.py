@@ -845,12 +845,31 @@ def index_class(settings: Settings) -> Any:
         from matching.segment_index import SegmentIndex
 
         return SegmentIndex
+    if settings.index_engine == "pgvector":
+        from matching.pgvector_index import PgVectorIndex
+
+        return PgVectorIndex
     return HybridIndex
 
 
 def engine_tuning(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of the chosen engine beyond the ranking knobs."""
-    return {"max_segments": settings.index_max_segments} if settings.index_engine == "segments" else {}
+    if settings.index_engine == "generations":
+        return {}
+    tuning: dict[str, Any] = {"max_segments": settings.index_max_segments}
+    if settings.index_engine == "pgvector":
+        url = settings.vector_database_url or settings.resolved_database_url
+        if not url.startswith("postgresql"):
+            raise ValueError(
+                "TECHMATCH_INDEX_ENGINE=pgvector needs PostgreSQL with the vector extension: set "
+                "TECHMATCH_VECTOR_DATABASE_URL (or TECHMATCH_DATABASE_URL) to a postgresql:// URL"
+            )
+        tuning |= {
+            "vector_url": url,
+            "namespace": settings.vector_namespace,
+            "pgvector_ef_search": settings.pgvector_ef_search,
+        }
+    return tuning
 
 
 def tuning_from_settings(settings: Settings) -> dict[str, Any]:

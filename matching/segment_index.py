@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,10 @@ class _State:
 class SegmentIndex:
     """BM25 over jieba words and character bigrams plus dense vectors, fused, over append-only segments."""
 
+    format = FORMAT
+    # Whether segment files hold the vectors (here) or another store does (see matching/pgvector_index.py).
+    vectors_in_segments = True
+
     def __init__(
         self,
         *,
@@ -99,6 +103,7 @@ class SegmentIndex:
     ) -> None:
         self.embedder = embedder
         self.dim = embedder.dim if embedder is not None else 0
+        self.local_dim = self.dim if self.vectors_in_segments else 0  # the width of the vectors segments store
         self.path = Path(path) if path is not None else None
         self.fusion = fusion or FusionConfig()
         self.candidate_depth = candidate_depth
@@ -196,6 +201,7 @@ class SegmentIndex:
             vectors: list[np.ndarray | None] = []
             to_embed: list[int] = []
             dead: dict[int, list[int]] = {}
+            removed_ids: list[int] = []
             seen: set[int] = set()
             for doc in reversed(list(upserts)):  # a doc given twice: the later copy wins
                 if doc.id in seen:
@@ -230,13 +236,15 @@ class SegmentIndex:
                 where = self._where.get(doc_id)
                 if where is not None and doc_id not in seen:
                     dead.setdefault(by_name[where[0]], []).append(where[1])
+                    removed_ids.append(doc_id)
                     report.removed += 1
             rows.reverse()
             vectors.reverse()
             to_embed = [len(rows) - 1 - j for j in to_embed]
             # Embed before touching any state, so a failing model leaves the index as it was (the feed retries).
             fresh = self._embed([rows[j].text for j in to_embed])
-            for j, vec in zip(to_embed, fresh, strict=True):
+            local = self._store_vectors([rows[j] for j in to_embed], fresh, removed_ids)
+            for j, vec in zip(to_embed, local, strict=True):
                 vectors[j] = vec
             if not rows and not dead:
                 # Nothing to change but the feed position: a commit file is cheap here (no segment is written),
@@ -247,9 +255,9 @@ class SegmentIndex:
                 return report
             segment = None
             if rows:
-                matrix = np.stack([v for v in vectors if v is not None]) if self.dim else np.zeros((len(rows), 0))
+                matrix = np.stack([v for v in vectors if v is not None]) if self.local_dim else np.zeros((len(rows), 0))
                 segment = self._persisted(
-                    Segment.build(self._new_name(), rows, matrix.astype(np.float32), dim=self.dim)
+                    Segment.build(self._new_name(), rows, matrix.astype(np.float32), dim=self.local_dim)
                 )
             alive = list(state.alive)
             for k, locals_ in dead.items():
@@ -317,6 +325,13 @@ class SegmentIndex:
             raise ValueError(f"embedder returned {vectors.shape}, expected ({len(texts)}, {self.dim})")
         return vectors
 
+    def _store_vectors(self, rows: Sequence[Row], vectors: np.ndarray, removed: Sequence[int]) -> np.ndarray:
+        """Keep new rows' vectors (and forget removed docs') where this adapter keeps them; return what segments hold.
+
+        Called before the segment and commit are written, so a failure leaves the index as it was (the feed retries).
+        """
+        return vectors
+
     def _new_name(self) -> str:
         return f"seg-{time.time_ns():x}-{uuid.uuid4().hex[:6]}"
 
@@ -370,7 +385,7 @@ class SegmentIndex:
         if not plan:
             return False
         parts = [(snapshot.segments[k], snapshot.alive[k]) for k in plan]
-        merged = self._persisted(merge_segments(self._new_name(), parts, dim=self.dim))
+        merged = self._persisted(merge_segments(self._new_name(), parts, dim=self.local_dim))
         with self._write_lock:
             state = self._state
             names = [snapshot.segments[k].name for k in plan]
@@ -494,15 +509,13 @@ class SegmentIndex:
         char_scores, idf["chars"] = self._bm25(state, "chars", query.chars)
         ids = state.ids_all
         lists = {"words": _top(word_scores, depth, mask, ids), "chars": _top(char_scores, depth, mask, ids)}
-        dense_scores: np.ndarray | None = None
+        dense_of = None
         if self.embedder is not None and qvec is not None:
-            q = np.asarray(qvec, dtype=np.float32)
-            dense_scores = np.concatenate([np.asarray(s.vectors) @ q for s in state.segments]).astype(np.float32)
-            lists["dense"] = _top(dense_scores, depth, mask, ids, positive_only=False)
+            lists["dense"], dense_of = self._dense(state, np.asarray(qvec, dtype=np.float32), depth, mask)
         union = np.unique(np.concatenate(list(lists.values())))
         raw = {"words": word_scores[union], "chars": char_scores[union]}
-        if dense_scores is not None:
-            raw["dense"] = dense_scores[union]
+        if dense_of is not None:
+            raw["dense"] = dense_of(union)
         cands = Candidates(positions=union, raw=raw)
         where = {int(p): j for j, p in enumerate(union)}
         for signal, top_list in lists.items():
@@ -512,6 +525,16 @@ class SegmentIndex:
             cands.ranks[signal] = ranks
             cands.top[signal] = raw[signal][[where[int(p)] for p in top_list]] if len(top_list) else np.zeros(0)
         return cands
+
+    def _dense(
+        self, state: _State, q: np.ndarray, depth: int, mask: np.ndarray
+    ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """The dense list (positions of the depth best allowed docs, best first) and the exact score of any position.
+
+        Exact: one matrix-vector product per segment.
+        """
+        scores = np.concatenate([np.asarray(s.vectors) @ q for s in state.segments]).astype(np.float32)
+        return _top(scores, depth, mask, state.ids_all, positive_only=False), lambda positions: scores[positions]
 
     def _bm25(self, state: _State, field: str, tokens: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
         """BM25 (Lucene idf, as bm25s computes it) of every position for these query tokens, over live docs only.
@@ -648,7 +671,7 @@ class SegmentIndex:
                 self._generation = max(self._generation, _commit_number(existing[-1]) + 1)
                 name = f"{_COMMIT_PREFIX}{self._generation:08d}.json"
             body = {
-                "format": FORMAT,
+                "format": self.format,
                 "generation": self._generation,
                 "embedder": self._model_name(),
                 "dim": self.dim,
@@ -721,8 +744,10 @@ class SegmentIndex:
 
     def _load_commit(self, path: Path, *, allow_model_change: bool) -> None:
         body = json.loads(path.read_text(encoding="utf-8"))
-        if body.get("format") != FORMAT:
-            raise IndexModelMismatch(f"index at {self.path} has format {body.get('format')!r}, expected {FORMAT!r}")
+        if body.get("format") != self.format:
+            raise IndexModelMismatch(
+                f"index at {self.path} has format {body.get('format')!r}, expected {self.format!r}"
+            )
         if (body["embedder"] != self._model_name() or int(body["dim"]) != self.dim) and not allow_model_change:
             raise IndexModelMismatch(
                 f"index at {self.path} was embedded with {body['embedder']!r} (dim {body['dim']}), "
@@ -765,7 +790,8 @@ class SegmentIndex:
                     vectors.append(np.asarray(seg.vectors[int(i)], dtype=np.float32))
             if not rows:
                 return
-            segment = self._persisted(Segment.build(self._new_name(), rows, np.stack(vectors), dim=self.dim))
+            matrix = np.stack(vectors).reshape(len(rows), self.local_dim)
+            segment = self._persisted(Segment.build(self._new_name(), rows, matrix, dim=self.local_dim))
             new_state = _State((segment,), (np.ones(len(segment), dtype=bool),))
             self._commit(new_state, seq=self._last_seq)
             with self._lock:

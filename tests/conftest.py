@@ -28,6 +28,28 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
+def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real PostgreSQL + pgvector server the scale-out adapter's tests run against.
+
+    scripts/test starts one (scripts/pgvector-server) and names it in TECHMATCH_TEST_PGVECTOR_URL; a bare `pytest`
+    starts its own from the `pgserver` wheel, in a temp folder, for this session.
+    """
+    url = os.environ.get("TECHMATCH_TEST_PGVECTOR_URL")
+    if url:
+        yield url
+        return
+    try:
+        import pgserver
+    except ImportError:
+        pytest.skip("no pgvector server: install the test extra (pgserver) or set TECHMATCH_TEST_PGVECTOR_URL")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgvector"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throwaway database for this session: a temp SQLite file or a fresh PostgreSQL database."""
     with _throwaway_database(tmp_path_factory.mktemp("db")) as url:

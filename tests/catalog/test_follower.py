@@ -128,3 +128,36 @@ def test_one_writer_at_a_time_and_readers_see_what_it_wrote(
     assert reader.catch_up().role == "writer"
     assert reader.indexes.achievements.search("碳纤维复合材料", k=1)[0].id == later.row.id
     reader.stop()
+
+
+def test_replicas_on_pgvector_follow_one_feed_and_embed_each_text_once(
+    tmp_path: Path, session_factory: sessionmaker[Session], embedder: Embedder, pgvector_url: str
+) -> None:
+    import uuid
+
+    from matching.index import engine_tuning
+
+    settings = Settings(
+        index_engine="pgvector", vector_database_url=pgvector_url, vector_namespace=f"r_{uuid.uuid4().hex[:10]}"
+    )
+
+    def replica(folder: Path, model: object) -> IndexFollower:
+        def reopen(target: Target) -> SearchIndex:
+            return index_class(settings).open(  # type: ignore[no-any-return]
+                folder / target, embedder=model, **engine_tuning(settings)
+            )
+
+        indexes = Indexes(achievements=reopen("achievements"), needs=reopen("needs"))
+        return IndexFollower(indexes=indexes, session_factory=session_factory, index_dir=folder, reopen=reopen)
+
+    first_model, second_model = CountingEmbedder(embedder), CountingEmbedder(embedder)
+    first, second = replica(tmp_path / "a", first_model), replica(tmp_path / "b", second_model)
+    first.catch_up()
+    second.catch_up()
+    written = _add(session_factory, "盐碱地改良微生物菌剂")
+    first.catch_up()
+    second.catch_up()
+    assert first_model.passages >= 1 and second_model.passages == 0, "the second replica reused the shared vector"
+    for follower in (first, second):
+        hits = follower.indexes.achievements.search("盐碱地 微生物 改良", k=3)
+        assert hits and hits[0].id == written.row.id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -9,15 +10,33 @@ import pytest
 
 from matching.embedding import Embedder
 from matching.index import Document, HybridIndex, IndexModelMismatch
+from matching.pgvector_index import PgVectorIndex
 from matching.segment_index import SegmentIndex
 from tests.matching.test_index import ROWS, CountingEmbedder, make_docs
 
-ADAPTERS = {"generations": HybridIndex, "segments": SegmentIndex}
+
+class PgVector:
+    """PgVectorIndex on the real pgvector server, in tables of its own for one test."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.namespace = f"t_{uuid.uuid4().hex[:12]}"
+
+    def open(self, path: Path, **kwargs: Any) -> Any:
+        return PgVectorIndex.open(path, vector_url=self.url, namespace=self.namespace, **kwargs)
+
+    def in_memory(self, **kwargs: Any) -> Any:
+        return PgVectorIndex.in_memory(vector_url=self.url, namespace=self.namespace, **kwargs)
 
 
-@pytest.fixture(params=sorted(ADAPTERS))
+ADAPTERS = ("generations", "segments", "pgvector")
+
+
+@pytest.fixture(params=ADAPTERS)
 def engine(request: pytest.FixtureRequest) -> Any:
-    return ADAPTERS[request.param]
+    if request.param == "pgvector":
+        return PgVector(request.getfixturevalue("pgvector_url"))
+    return {"generations": HybridIndex, "segments": SegmentIndex}[request.param]
 
 
 def test_sync_adds_updates_removes_and_is_idempotent(engine: Any, tmp_path: Path, embedder: Embedder) -> None:
@@ -102,14 +121,60 @@ def test_a_failing_model_leaves_the_index_unchanged(engine: Any, tmp_path: Path,
     assert engine.open(tmp_path / "ix", embedder=embedder).last_seq == 3
 
 
-def test_both_adapters_rank_alike(embedder: Embedder) -> None:
+def test_every_adapter_ranks_alike(embedder: Embedder, pgvector_url: str) -> None:
     generations = HybridIndex.in_memory(embedder=embedder)
-    segments = SegmentIndex.in_memory(embedder=embedder)
-    for index in (generations, segments):
+    others = [SegmentIndex.in_memory(embedder=embedder), PgVector(pgvector_url).in_memory(embedder=embedder)]
+    for index in (generations, *others):
         index.sync(make_docs())
         index.upsert([Document(id=2, title="锂离子电池硅碳负极材料", body="改进的预锂化工艺", content_hash="v2")])
         index.remove([7])
     for query in ("锂离子电池", "桥梁结构健康监测", "有机肥发酵", "机器人打磨", "金属钠 电解"):
-        a, b = generations.search(query, k=8), segments.search(query, k=8)
+        a = generations.search(query, k=8)
+        for other in others:
+            b = other.search(query, k=8)
+            assert [h.id for h in a] == [h.id for h in b], (query, type(other).__name__)
+            assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-3), query
+
+
+def test_pgvector_keeps_vectors_in_the_database_and_replicas_share_them(
+    tmp_path: Path, embedder: Embedder, pgvector_url: str
+) -> None:
+    adapter = PgVector(pgvector_url)
+    first = adapter.open(tmp_path / "one" / "achievements", embedder=embedder)
+    first.sync(make_docs(), seq=5)
+    assert first.vector_count() == 12
+    assert all(s.vectors.shape == (len(s), 0) for s in first._state.segments), "segments hold no vectors"
+    # A second replica (its own folder, the same table) applying the same feed embeds nothing.
+    counting = CountingEmbedder(embedder)
+    second = adapter.open(tmp_path / "two" / "achievements", embedder=counting)
+    second.sync(make_docs(), seq=5)
+    assert counting.passages == 0 and len(second) == 12
+    assert [h.id for h in second.search("锂离子电池", k=5)] == [h.id for h in first.search("锂离子电池", k=5)]
+    first.remove([3])
+    assert first.vector_count() == 11
+    first.upsert([Document(id=1, title="固态电池电解质", body="硫化物固态电解质薄膜", content_hash="new")])
+    counting.passages = 0
+    second.upsert([Document(id=1, title="固态电池电解质", body="硫化物固态电解质薄膜", content_hash="new")])
+    assert counting.passages == 0, "the changed text was embedded once, by the first replica"
+    assert second.search("硫化物固态电解质", k=1)[0].id == 1
+
+
+def test_pgvector_hnsw_path_filters_and_excludes_like_the_exact_scan(
+    tmp_path: Path, embedder: Embedder, pgvector_url: str
+) -> None:
+    adapter = PgVector(pgvector_url)
+    exact = adapter.in_memory(embedder=embedder)
+    exact.sync(make_docs())
+    hnsw = PgVectorIndex.in_memory(
+        embedder=embedder, vector_url=pgvector_url, namespace=adapter.namespace, exact_below=0
+    )
+    hnsw.sync(make_docs())
+    for query, kwargs in [
+        ("骨科人工关节", {}),
+        ("电池", {"filters": {"field": "能源"}}),
+        ("锂离子电池", {"exclude_ids": {1}}),
+    ]:
+        a, b = exact.search(query, k=5, **kwargs), hnsw.search(query, k=5, **kwargs)
         assert [h.id for h in a] == [h.id for h in b], query
-        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-3), query
+        assert [h.reasons["scores"]["dense"] for h in a] == pytest.approx([h.reasons["scores"]["dense"] for h in b])
+    assert {h.id for h in hnsw.search("电池", k=10, filters={"field": "能源"})} == {1, 2, 8}
