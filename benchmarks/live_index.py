@@ -17,11 +17,15 @@ abstracts takes hours on 2 cores). Only the timed writes and queries use the mod
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,8 @@ from benchmarks.query_latency import percentile, time_queries
 from core.settings import get_settings
 from matching.dense import CachingEmbedder
 from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
-from matching.segment_index import SegmentIndex
+from matching.segment_index import SegmentIndex, _State
+from matching.segments import Segment
 
 
 class BulkThenReal:
@@ -85,6 +90,96 @@ def _time_writes(index: object, fresh: list[Document]) -> list[float]:
     return out
 
 
+def replicate(source: Path, folder: Path, copies: int, *, sigma: float, real: object, tuning: dict) -> float:
+    """An index of copies × the source index's documents: each copy has its own ids and re-noised vectors.
+
+    The source's merged segments are copied array by array (postings as they are, ids shifted, every stored row
+    re-written with its new id, vectors plus fresh noise, re-normalised), each copy gets its HNSW graph as a merge
+    would give it, and one commit names them all. Tokenising a million texts with jieba would take most of an hour
+    on 2 cores; the copies keep the text statistics of the real corpus (df and N both scale, so idf is unchanged).
+    """
+    t0 = time.perf_counter()
+    src = SegmentIndex.open(source, embedder=real, **tuning)  # type: ignore[arg-type]
+    state = src._state
+    index = SegmentIndex.open(folder, embedder=real, **(tuning | {"max_segments": 4 * copies}))  # type: ignore[arg-type]
+    rng = np.random.default_rng(3)
+    stride = int(state.ids_all.max()) + 1
+    segments, alive = [], []
+    for c in range(copies):
+        for seg, live in zip(state.segments, state.alive, strict=True):
+            blobs = [replace(r, id=r.id + c * stride).to_json() for r in seg.rows()]
+            vecs = np.asarray(seg.vectors) + rng.normal(0, sigma, seg.vectors.shape).astype(np.float32) * (c > 0)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            copy = Segment(
+                name=index._new_name(),
+                ids=np.asarray(seg.ids) + c * stride,
+                hashes=np.asarray(seg.hashes),
+                fields=seg.fields,
+                vectors=vecs.astype(np.float32),
+                blob=b"".join(blobs),
+                row_offsets=np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64),
+                attrs=seg.attrs,
+            )
+            copy = index._persisted(copy)
+            index._build_graph(copy)
+            segments.append(copy)
+            alive.append(np.asarray(live).copy())
+    new_state = _State(tuple(segments), tuple(alive))
+    index._commit(new_state, seq=0)
+    index.close()
+    src.close()
+    return time.perf_counter() - t0
+
+
+RESTART = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from app.runtime import load_embedder
+from core.settings import get_settings
+from matching.index import tuning_from_settings
+from matching.segment_index import SegmentIndex, _State
+from matching.segments import Segment
+settings = get_settings()
+real = load_embedder(settings)
+loaded = time.perf_counter()
+index = SegmentIndex.open(sys.argv[1], embedder=real, **(tuning_from_settings(settings) | json.loads(sys.argv[2])))
+index.search(sys.argv[3], k=10)
+ready = time.perf_counter()
+queries = json.loads(sys.argv[4])
+for q in queries:
+    index.search(q, k=10)
+rss = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")][0] / 1024
+print(json.dumps({"model_s": loaded - t0, "ready_s": ready - t0, "open_s": ready - loaded, "rss_mb": rss,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "docs": len(index)}))
+"""
+
+
+def restart(folder: Path, queries: list[str], tuning: dict) -> dict:
+    """A fresh process opening the index: seconds to the first answer (model load apart), steady and peak RSS."""
+    out = subprocess.run(
+        [sys.executable, "-c", RESTART, str(folder), json.dumps(tuning), queries[0], json.dumps(queries)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def dense_recall(index: SegmentIndex, queries: list[str], depth: int) -> float:
+    """How much of the exact dense top-depth list the served dense list (HNSW where segments have graphs) finds."""
+    state = index._state
+    got = []
+    for q in queries[:50]:
+        vec = index.embed_queries([index.analyse(q)])[0]
+        top, _ = index._dense(state, vec, depth, state.alive_all)
+        scores = np.concatenate([np.asarray(s.vectors) @ vec for s in state.segments])
+        scores[~state.alive_all] = -np.inf
+        exact = set(np.argpartition(-scores, depth)[:depth].tolist())
+        got.append(len(exact & set(top.tolist())) / depth)
+    return float(np.mean(got))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -93,6 +188,12 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--base", type=int, default=1000)
     ap.add_argument("--sigma", type=float, default=0.03)
+    ap.add_argument(
+        "--replicate-above",
+        type=int,
+        default=100_000,
+        help="sizes above this are built as copies of the largest size at or below it (see replicate())",
+    )
     args = ap.parse_args()
 
     settings = get_settings()
@@ -104,74 +205,81 @@ def main() -> None:
     queries = real_queries(args.queries)
     rng = np.random.default_rng(11)
     tuning = tuning_from_settings(settings)
-    seg_tuning = tuning
     print(f"model {real.name}; {len(base)} base docs; {len(queries)} real need queries; {args.writes} timed writes")
     header = f"{'docs':>8} {'engine':<12} {'what':<22} {'p50 ms':>8} {'p95 ms':>8}"
     rows: list[str] = []
     write_p95: dict[int, float] = {}
-    for n_i, size in enumerate(args.sizes):
-        docs, vectors = [], {}
-        for doc_id, (i, title, body) in enumerate(recombined(base, size), start=1):
-            doc = Document(id=doc_id, title=title, body=body, content_hash=str(doc_id))
-            v = base_vecs[i] + rng.normal(0, args.sigma, base_vecs.shape[1]).astype(np.float32)
-            vectors[passage_text(doc)] = v / np.linalg.norm(v)
-            docs.append(doc)
-        fresh = [
-            Document(id=10_000_000 + j, title=d["title"], body=d["abstract"], content_hash=f"w{j}")
-            for j, d in enumerate(writes_src)
-        ]
-        embedder = BulkThenReal(real, vectors)
-        folder = Path(tempfile.mkdtemp(prefix=f"live-{size}-"))
-        try:
-            t0 = time.perf_counter()
-            index = SegmentIndex.open(folder, embedder=embedder, **tuning)
-            index.sync(docs, seq=0)
-            while index.merge():
-                pass
-            build = time.perf_counter() - t0
+    built: dict[int, Path] = {}
+    try:
+        for n_i, size in enumerate(args.sizes):
+            folder = Path(tempfile.mkdtemp(prefix=f"live-{size}-"))
+            fresh = [
+                Document(id=50_000_000 + j, title=d["title"], body=d["abstract"], content_hash=f"w{j}")
+                for j, d in enumerate(writes_src)
+            ]
+            sources = [s for s in built if s <= args.replicate_above and size % s == 0]
+            size_tuning = dict(tuning)
+            docs: list[Document] = []
+            if size > args.replicate_above and sources:
+                source = max(sources)
+                build = replicate(built[source], folder, size // source, sigma=args.sigma, real=real, tuning=tuning)
+                size_tuning["max_segments"] = 4 * (size // source)
+                how = f"{size // source} copies of the {source} index"
+                embedder: object = real
+            else:
+                vectors = {}
+                for doc_id, (i, title, body) in enumerate(recombined(base, size), start=1):
+                    doc = Document(id=doc_id, title=title, body=body, content_hash=str(doc_id))
+                    v = base_vecs[i] + rng.normal(0, args.sigma, base_vecs.shape[1]).astype(np.float32)
+                    vectors[passage_text(doc)] = v / np.linalg.norm(v)
+                    docs.append(doc)
+                embedder = BulkThenReal(real, vectors)
+                t0 = time.perf_counter()
+                index = SegmentIndex.open(folder, embedder=embedder, **tuning)  # type: ignore[arg-type]
+                index.sync(docs, seq=0)
+                while index.merge():
+                    pass
+                index.close()
+                build = time.perf_counter() - t0
+                how = "tokenised and merged"
+            built[size] = folder
+            index = SegmentIndex.open(folder, embedder=embedder, merge_in_background=False, **size_tuning)  # type: ignore[arg-type]
+            recall = dense_recall(index, queries, tuning["candidate_depth"])
             lat = _time_writes(index, fresh)
             write_p95[size] = percentile(lat, 95)
             rows.append(_row(size, "segments", "write → searchable", lat))
             q = time_queries(index, queries)
-            rows.append(
-                f"{size:>8} {'segments':<12} {'query (hybrid)':<22} {percentile(q, 50):>8.1f} {percentile(q, 95):>8.1f}"
-            )
+            rows.append(_row(size, "segments", "query (hybrid)", q))
+            index.embedder = None  # the same segments, words and bigrams only: the floor
+            rows.append(_row(size, "segments", "query (BM25 only)", time_queries(index, queries)))
+            segments, graphs = index.segment_count, len(index._graphs)
             index.close()
-            rss_before = _current_rss_mb()
-            t0 = time.perf_counter()
-            reopened = SegmentIndex.open(folder, embedder=embedder, **seg_tuning)
-            reopen = time.perf_counter() - t0
-            reopened.search(queries[0], k=10)
-            ready = time.perf_counter() - t0
+            del index
+            r = restart(folder, queries[:20], {k: v for k, v in size_tuning.items() if k == "max_segments"})
             rows.append(
-                f"{size:>8} {'segments':<12} build {build:.0f} s, reopen {reopen:.2f} s (ready {ready:.2f} s), "
-                f"{reopened.segment_count} segments, {_size_mb(folder):.0f} MB on disk, RSS {rss_before:.0f} MB "
-                f"(peak {_rss_mb():.0f} MB)"
+                f"{size:>8} {'segments':<12} built in {build:.0f} s ({how}); {segments} segments, {graphs} with "
+                f"HNSW; dense recall@{tuning['candidate_depth']} {recall:.3f}; {_size_mb(folder):.0f} MB on disk; "
+                f"fresh process: open → first answer {r['open_s']:.2f} s (+ model {r['model_s']:.1f} s), "
+                f"RSS after 20 queries {r['rss_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB"
             )
-            reopened.embedder = None  # the same segments, words and bigrams only: the floor
-            qb = time_queries(reopened, queries)
-            rows.append(_row(size, "segments", "query (BM25 only)", qb))
-            del index, reopened
-        finally:
+            if n_i == 0 and args.baseline_writes and docs:
+                gen_folder = Path(tempfile.mkdtemp(prefix=f"gen-{size}-"))
+                try:
+                    gen = HybridIndex.open(
+                        gen_folder, embedder=embedder, **{k: v for k, v in tuning.items() if k != "max_segments"}
+                    )
+                    gen.sync(docs)
+                    lat = _time_writes(gen, fresh[: args.baseline_writes])
+                    rows.append(_row(size, "generations", "write → searchable", lat))
+                    del gen
+                finally:
+                    shutil.rmtree(gen_folder, ignore_errors=True)
+            print(header)
+            print("\n".join(rows), flush=True)
+            rows.clear()
+    finally:
+        for folder in built.values():
             shutil.rmtree(folder, ignore_errors=True)
-        if n_i == 0 and args.baseline_writes:
-            folder = Path(tempfile.mkdtemp(prefix=f"gen-{size}-"))
-            try:
-                gen = HybridIndex.open(
-                    folder, embedder=embedder, **{k: v for k, v in tuning.items() if k != "max_segments"}
-                )
-                gen.sync(docs)
-                lat = _time_writes(gen, fresh[: args.baseline_writes])
-                rows.append(
-                    f"{size:>8} {'generations':<12} {'write → searchable':<22} {percentile(lat, 50):>8.1f} "
-                    f"{percentile(lat, 95):>8.1f}"
-                )
-                del gen
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
-        print(header)
-        print("\n".join(rows))
-        rows.clear()
     if len(write_p95) > 1:
         sizes = sorted(write_p95)
         print(f"write p95 ratio {sizes[-1]}/{sizes[0]}: {write_p95[sizes[-1]] / write_p95[sizes[0]]:.2f}")

@@ -160,14 +160,20 @@ def analyse_query(text: str, *, segmenter: Segmenter, title_boost: int) -> Query
 def embed_analyses(
     queries: Sequence[QueryAnalysis], *, embedder: Embedder | None, title_vector_weight: float
 ) -> np.ndarray:
-    """Query vectors (one embedder call for the batch): the text's vector, pulled towards the title's."""
+    """Query vectors (one embedder call for the batch): the text's vector, pulled towards the title's.
+
+    At title_vector_weight 1 a query with a title is encoded once, by its title alone (the long text, the costly
+    pass, is not encoded at all); a query without one is encoded once, whole.
+    """
     if embedder is None:
         return np.zeros((len(queries), 0), dtype=np.float32)
+    w = title_vector_weight
+    if w >= 1.0:
+        return np.array(embedder.encode_queries([q.title or q.text for q in queries]), dtype=np.float32)
     texts = [q.text for q in queries]
-    with_title = [i for i, q in enumerate(queries) if q.title and title_vector_weight > 0]
+    with_title = [i for i, q in enumerate(queries) if q.title and w > 0]
     vectors = embedder.encode_queries(texts + [queries[i].title for i in with_title])
     out = np.array(vectors[: len(texts)], dtype=np.float32)
-    w = title_vector_weight
     for row, i in enumerate(with_title):
         mixed = w * vectors[len(texts) + row] + (1.0 - w) * out[i]
         out[i] = mixed / max(float(np.linalg.norm(mixed)), 1e-12)

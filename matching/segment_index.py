@@ -65,6 +65,7 @@ class _State:
         self.total = int(self.bases[-1])
         self.alive_all = np.concatenate(self.alive) if self.alive else np.zeros(0, dtype=bool)
         self.n_alive = int(self.alive_all.sum())
+        self.full = tuple(bool(a.all()) for a in self.alive)  # segments without dead rows
         # Ties break by doc id, not by physical position, so merges (which reorder rows) never change a ranking.
         self.ids_all = np.concatenate([s.ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
         self.length_sum = {
@@ -99,7 +100,11 @@ class SegmentIndex:
         segmenter: Segmenter | None = None,
         max_segments: int = 8,
         merge_in_background: bool | None = None,
-        **_engine_tuning: Any,  # HNSW knobs of the generation index; the segment index searches vectors exactly
+        hnsw_threshold: int = 50_000,
+        hnsw_m: int = 32,
+        hnsw_ef_search: int = 128,
+        hnsw_ef_construction: int = 80,
+        **_engine_tuning: Any,  # knobs of the generation index only (its stale-graph rebuild fraction)
     ) -> None:
         self.embedder = embedder
         self.dim = embedder.dim if embedder is not None else 0
@@ -113,6 +118,14 @@ class SegmentIndex:
         self.b = b
         self.segmenter = segmenter or default_segmenter()
         self.max_segments = max(2, max_segments)
+        # A merged segment of at least hnsw_threshold rows gets an HNSW graph of its vectors (a `.hnsw` file beside
+        # it, written before the commit that names the segment); smaller ones, and filtered searches that leave few
+        # rows of a segment, are scanned exactly.
+        self.hnsw_threshold = hnsw_threshold
+        self.hnsw_m = hnsw_m
+        self.hnsw_ef_search = hnsw_ef_search
+        self.hnsw_ef_construction = hnsw_ef_construction
+        self._graphs: dict[str, Any] = {}  # segment name → its HNSW graph (faiss), where it has one
         # Served indexes merge in a thread; in-memory ones (evaluation, tests) merge inline, deterministically.
         self.merge_in_background = (path is not None) if merge_in_background is None else merge_in_background
         self._state = _State()
@@ -346,6 +359,43 @@ class SegmentIndex:
         segment.write(file)
         return Segment.open(file)
 
+    # --- vector graphs ----------------------------------------------------------------------------------------------
+
+    def _build_graph(self, segment: Segment) -> None:
+        """An HNSW graph over a large segment's vectors, saved beside its file (before any commit names it)."""
+        if self.local_dim == 0 or len(segment) < self.hnsw_threshold:
+            return
+        import faiss
+
+        graph = faiss.IndexHNSWFlat(self.local_dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = self.hnsw_ef_construction
+        graph.add(np.ascontiguousarray(segment.vectors, dtype=np.float32))
+        if self.path is not None:
+            file = self.path / f"{segment.name}.hnsw"
+            tmp = self.path / f".{segment.name}.hnsw.{uuid.uuid4().hex[:6]}.tmp"
+            faiss.write_index(graph, str(tmp))
+            with tmp.open("rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, file)
+        with self._lock:
+            self._graphs[segment.name] = graph
+
+    def _open_graph(self, name: str) -> None:
+        """Map a segment's saved graph, when it has one (a restart is a load: graphs are never rebuilt on open)."""
+        if self.path is None or name in self._graphs or self.local_dim == 0:
+            return
+        file = self.path / f"{name}.hnsw"
+        if not file.exists():
+            return
+        import faiss
+
+        try:
+            graph = faiss.read_index(str(file), faiss.IO_FLAG_MMAP_IFC)
+        except RuntimeError:
+            graph = faiss.read_index(str(file))
+        with self._lock:
+            self._graphs[name] = graph
+
     # --- merging ----------------------------------------------------------------------------------------------------
 
     def _request_merge(self) -> None:
@@ -386,6 +436,7 @@ class SegmentIndex:
             return False
         parts = [(snapshot.segments[k], snapshot.alive[k]) for k in plan]
         merged = self._persisted(merge_segments(self._new_name(), parts, dim=self.local_dim))
+        self._build_graph(merged)
         with self._write_lock:
             state = self._state
             names = [snapshot.segments[k].name for k in plan]
@@ -417,6 +468,9 @@ class SegmentIndex:
                 for i, doc_id in enumerate(merged.ids.tolist()):
                     if keep[i]:
                         self._where[int(doc_id)] = (merged.name, i)
+                if self.path is None:  # on disk, garbage collection drops them with their files
+                    for name in names:
+                        self._graphs.pop(name, None)
             self.merges += 1
         return True
 
@@ -531,15 +585,61 @@ class SegmentIndex:
     ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
         """The dense list (positions of the depth best allowed docs, best first) and the exact score of any position.
 
-        Exact: one matrix-vector product per segment.
+        Per segment: its HNSW graph where it has one (restricted to the allowed rows by a bitmap), else one exact
+        matrix-vector product; a filter that leaves few rows of a graphed segment scans those rows exactly.
         """
-        scores = np.concatenate([np.asarray(s.vectors) @ q for s in state.segments]).astype(np.float32)
-        return _top(scores, depth, mask, state.ids_all, positive_only=False), lambda positions: scores[positions]
+        graphs = self._graphs
+        if not any(seg.name in graphs for seg in state.segments):
+            scores = np.concatenate([np.asarray(s.vectors) @ q for s in state.segments]).astype(np.float32)
+            return _top(scores, depth, mask, state.ids_all, positive_only=False), lambda positions: scores[positions]
+        import faiss
+
+        found_pos, found_score = [], []
+        for seg, base in zip(state.segments, state.bases, strict=False):
+            lo, n = int(base), len(seg)
+            allowed = mask[lo : lo + n]
+            count = int(allowed.sum())
+            if count == 0:
+                continue
+            graph = graphs.get(seg.name)
+            if graph is None or count < 0.2 * n or count <= 4 * depth:
+                rows = np.flatnonzero(allowed)
+                scores = (np.asarray(seg.vectors) @ q)[rows] if count > n // 4 else np.asarray(seg.vectors)[rows] @ q
+                if len(rows) > depth:
+                    best = np.argpartition(-scores, depth - 1)[:depth]
+                    rows, scores = rows[best], scores[best]
+            else:
+                bitmap = np.packbits(allowed, bitorder="little")
+                params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+                params.efSearch = max(self.hnsw_ef_search, depth)
+                params.sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap))
+                distances, labels = graph.search(q.reshape(1, -1), depth, params=params)
+                keep = labels[0] >= 0
+                rows, scores = labels[0][keep], distances[0][keep]
+            found_pos.append(rows.astype(np.int64) + lo)
+            found_score.append(np.asarray(scores, dtype=np.float32))
+        if not found_pos:
+            return np.zeros(0, dtype=np.int64), lambda positions: np.zeros(len(positions), dtype=np.float32)
+        positions = np.concatenate(found_pos)
+        values = np.concatenate(found_score)
+        top = positions[np.lexsort((state.ids_all[positions], -values))][:depth]
+
+        def exact(wanted: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(wanted), dtype=np.float32)
+            segment_of = np.searchsorted(state.bases, wanted, side="right") - 1
+            for k in np.unique(segment_of).tolist():
+                at = np.flatnonzero(segment_of == k)
+                local = wanted[at] - int(state.bases[k])
+                out[at] = np.asarray(state.segments[k].vectors)[local] @ q
+            return out
+
+        return top, exact
 
     def _bm25(self, state: _State, field: str, tokens: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
         """BM25 (Lucene idf, as bm25s computes it) of every position for these query tokens, over live docs only.
 
-        Vectorised per segment: one binary search for all query terms, one gather of their postings, one scatter-add.
+        Vectorised per segment: one binary search for all query terms, their postings copied as contiguous slices
+        (no index arrays), one scatter-add. A segment without dead rows skips the liveness filter.
         """
         n = state.n_alive
         if n == 0 or not tokens:
@@ -550,9 +650,9 @@ class SegmentIndex:
                 counts[t[:MAX_TERM]] = counts.get(t[:MAX_TERM], 0) + 1
         terms = np.array(list(counts), dtype=f"<U{MAX_TERM}")
         repeat = np.array(list(counts.values()), dtype=np.float32)
-        found = []
+        found: list[tuple[Any, ...]] = []
         df = np.zeros(len(terms), dtype=np.int64)
-        for seg, alive, base in zip(state.segments, state.alive, state.bases, strict=False):
+        for seg, alive, full, base in zip(state.segments, state.alive, state.full, state.bases, strict=False):
             p = seg.fields[field]
             if len(p.vocab) == 0:
                 continue
@@ -562,16 +662,18 @@ class SegmentIndex:
             which = np.flatnonzero(hit)
             if len(which) == 0:
                 continue
-            starts, ends = p.offsets[idx[which]], p.offsets[idx[which] + 1]
-            sizes = ends - starts
-            # Positions of every posting of every matched term, without a Python loop over terms.
-            gather = np.repeat(starts - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes) + np.arange(sizes.sum())
-            docs = p.docs[gather]
-            term_of = np.repeat(which, sizes)
+            bounds = list(zip(p.offsets[idx[which]].tolist(), p.offsets[idx[which] + 1].tolist(), strict=True))
+            docs = np.concatenate([p.docs[a:b] for a, b in bounds])
+            tfs = np.concatenate([p.tfs[a:b] for a, b in bounds])
+            sizes = np.array([b - a for a, b in bounds], dtype=np.int64)
+            if full:
+                df[which] += sizes
+                found.append((p, docs, tfs, which, sizes, None, int(base)))
+                continue
             live = alive[docs]
-            docs, term_of, tfs = docs[live], term_of[live], p.tfs[gather][live]
-            df += np.bincount(term_of, minlength=len(terms))
-            found.append((p, docs, term_of, tfs, int(base)))
+            term_of = np.repeat(np.arange(len(which)), sizes)[live]
+            df[which] += np.bincount(term_of, minlength=len(which))
+            found.append((p, docs[live], tfs[live], which, None, term_of, int(base)))
         out = np.zeros(state.total, dtype=np.float64)
         if not found:
             return out.astype(np.float32), {}
@@ -579,9 +681,12 @@ class SegmentIndex:
         idf_of = {str(t): float(v) for t, v, d in zip(terms.tolist(), idf.tolist(), df.tolist(), strict=True) if d}
         avgdl = np.float32(state.length_sum[field] / n)
         k1, b = np.float32(self.k1), np.float32(self.b)
-        for p, docs, term_of, tfs, base in found:
-            dl = p.lengths[docs]
-            score = repeat[term_of] * idf[term_of] * tfs / (tfs + k1 * (1.0 - b + b * dl / avgdl))
+        weight = repeat * idf
+        for p, docs, tfs, which, sizes, term_of, base in found:
+            # k1 · (1 − b + b · dl / avgdl) once per document of the segment, not once per posting.
+            norm = k1 * (np.float32(1.0) - b + b * p.lengths / avgdl)
+            w = np.repeat(weight[which], sizes) if term_of is None else weight[which][term_of]
+            score = w * tfs / (tfs + norm[docs])
             out[base : base + len(p.lengths)] += np.bincount(docs, weights=score, minlength=len(p.lengths))
         return out.astype(np.float32), idf_of
 
@@ -709,9 +814,12 @@ class SegmentIndex:
             old.unlink(missing_ok=True)
         with self._lock:
             wanted |= self._unreferenced
-        for seg in self.path.glob("seg-*.seg"):
+        for seg in [*self.path.glob("seg-*.seg"), *self.path.glob("seg-*.hnsw")]:
             if seg.stem not in wanted:
                 seg.unlink(missing_ok=True)
+        with self._lock:
+            for name in [n for n in self._graphs if n not in wanted]:
+                del self._graphs[name]
         for tmp in self.path.glob(".*.tmp"):
             # A merge in this process may be renaming its file into place right now: gone is fine.
             with contextlib.suppress(FileNotFoundError):
@@ -760,6 +868,7 @@ class SegmentIndex:
         segments, alive = [], []
         for spec in body["segments"]:
             seg = mapped.get(spec["name"]) or Segment.open(self.path / f"{spec['name']}.seg")  # type: ignore[operator]
+            self._open_graph(spec["name"])
             segments.append(seg)
             alive.append(_unpack_dead(spec["dead"], len(seg)))
         state = _State(tuple(segments), tuple(alive))
@@ -792,6 +901,7 @@ class SegmentIndex:
                 return
             matrix = np.stack(vectors).reshape(len(rows), self.local_dim)
             segment = self._persisted(Segment.build(self._new_name(), rows, matrix, dim=self.local_dim))
+            self._build_graph(segment)
             new_state = _State((segment,), (np.ones(len(segment), dtype=bool),))
             self._commit(new_state, seq=self._last_seq)
             with self._lock:

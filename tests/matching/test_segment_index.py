@@ -157,3 +157,38 @@ def test_a_segment_file_round_trips(tmp_path: Path) -> None:
     back = Segment.open(tmp_path / "x.seg")
     assert back.ids.tolist() == seg.ids.tolist() and back.rows() == seg.rows()
     assert np.array_equal(back.fields["chars"].docs, seg.fields["chars"].docs)
+
+
+def test_a_large_merged_segment_gets_a_saved_graph_that_ranks_like_the_exact_scan(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    docs = _docs(150)
+    tuning = {"hnsw_threshold": 100, "candidate_depth": 10}
+    graphed = SegmentIndex.open(tmp_path / "ix", embedder=embedder, merge_in_background=False, max_segments=2, **tuning)
+    for start in range(0, 150, 50):  # three segments of 50: the merge folds them into one of 150, over the threshold
+        graphed.apply(docs[start : start + 50], [], seq=start + 1)
+    while graphed.merge():
+        pass
+    assert graphed.segment_count == 1 and len(list((tmp_path / "ix").glob("seg-*.hnsw"))) == 1
+    exact = SegmentIndex.in_memory(embedder=embedder, hnsw_threshold=10**9, candidate_depth=10)
+    exact.sync(docs)
+    assert not exact._graphs
+    reopened = SegmentIndex.open(tmp_path / "ix", embedder=embedder, **tuning)
+    assert set(reopened._graphs) == {s.name for s in reopened._state.segments}, "a reopen maps the saved graph"
+    queries = [("锂电池隔膜", {}), ("海参育苗的改进", {"exclude_ids": {1, 6}}), ("碳纤维风电叶片", {})]
+    for index in (graphed, reopened):
+        for query, kwargs in queries:
+            want = exact.search(query, k=5, **kwargs)
+            got = index.search(query, k=5, **kwargs)
+            assert [h.id for h in got] == [h.id for h in want], query
+            assert [h.reasons["scores"]["dense"] for h in got] == [h.reasons["scores"]["dense"] for h in want]
+    gone = [h.id for h in graphed.search("锂电池隔膜", k=3)]
+    graphed.remove(gone)
+    exact.remove(gone)
+    assert [h.id for h in graphed.search("锂电池隔膜", k=5)] == [h.id for h in exact.search("锂电池隔膜", k=5)]
+    graphed.remove(list(range(60)))  # mostly dead: the merge rewrites it below the threshold, without a graph
+    while graphed.merge():
+        pass
+    for n in range(2):  # two more commits: the superseded segment and its graph leave the disk
+        graphed.apply([Document(id=5000 + n, title="深远海养殖网箱", body="抗风浪")], [], seq=600 + n)
+    assert not graphed._graphs and not list((tmp_path / "ix").glob("seg-*.hnsw"))

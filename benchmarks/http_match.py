@@ -1,0 +1,189 @@
+"""`POST /api/v1/match` over HTTP on a real server holding N achievements: one warm client, then 8 concurrent.
+
+Setup per size: a fresh SQLite database gets N achievement rows (texts recombined from the real CSL/patent corpora:
+a real title, its abstract and two sentences of other abstracts), then the served index is built beside it in
+process from those very rows (`catalog.indexing.published_documents`), with passage vectors that are real e5
+vectors of the base documents plus small noise (embedding 100k abstracts takes hours on 2 cores), and marked as
+applied up to the feed's last seq, so `techmatch serve` starts on it with nothing to replay. Then, over loopback:
+- one keep-alive client, warm (5 untimed requests first), real CCF need texts (~270 characters) as queries, k=10:
+  p50 / p95 from sending to the whole answer read; the query is embedded by the real model inside each request;
+- the floor in the same run: `GET /healthz` round trips (HTTP + JSON, no search) and, in this process on the same
+  index files, the BM25-only search (no embedding, no dense list);
+- 8 concurrent keep-alive clients for --duration s: requests/s, p50 / p95, and every non-200 counted.
+
+    .venv/bin/python -m benchmarks.http_match [--sizes 100000] [--queries 100] [--duration 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from sqlalchemy import insert
+
+from app.runtime import load_embedder
+from benchmarks._corpus import real_docs, real_queries, recombined
+from benchmarks.live_index import BulkThenReal
+from benchmarks.load import server, server_env
+from benchmarks.query_latency import percentile, time_queries
+from catalog.indexing import published_documents
+from core.settings import Settings, get_settings
+from matching.dense import CachingEmbedder
+from matching.index import engine_tuning, index_class, passage_text, tuning_from_settings
+from models.changes import last_seq
+from models.db import make_engine, make_sessionmaker, migrate
+from models.tables import Achievement
+
+
+def build(folder: Path, size: int, base: list[dict[str, str]], base_vecs: np.ndarray, real: object) -> str:
+    """DB rows and a caught-up index for them in folder/data; the DB URL."""
+    url = f"sqlite:///{folder / 'techmatch.sqlite3'}"
+    engine = make_engine(url)
+    migrate(engine)
+    texts = recombined(base, size)
+    rows = [
+        {
+            "title": title,
+            "abstract": body,
+            "source": "bench",
+            "external_id": f"b{n}",
+            "keywords": [],
+            "transfer_modes": [],
+            "patent_numbers": [],
+        }
+        for n, (_, title, body) in enumerate(texts)
+    ]
+    picks = [i for i, _, _ in texts]
+    with engine.begin() as conn:
+        for start in range(0, len(rows), 5000):
+            conn.execute(insert(Achievement), rows[start : start + 5000])
+    factory = make_sessionmaker(engine)
+    rng = np.random.default_rng(5)
+    settings = Settings(data_dir=folder / "data", database_url=url)
+    with factory() as session:
+        docs = list(published_documents(session=session, target="achievements"))
+        seq = last_seq(session=session)
+    vectors = {}
+    for doc, i in zip(docs, picks, strict=True):
+        v = base_vecs[i] + rng.normal(0, 0.03, base_vecs.shape[1]).astype(np.float32)
+        vectors[passage_text(doc)] = v / np.linalg.norm(v)
+    tuning = tuning_from_settings(settings) | engine_tuning(settings)
+    for target, target_docs in (("achievements", docs), ("needs", [])):
+        index = index_class(settings).open(settings.index_dir / target, embedder=BulkThenReal(real, vectors), **tuning)
+        index.sync(target_docs, seq=seq)
+        while getattr(index, "merge", lambda: False)():
+            pass
+        index.close()
+    engine.dispose()
+    return url
+
+
+def timed(c: httpx.Client, method: str, url: str, **kwargs: object) -> float:
+    t0 = time.perf_counter()
+    r = c.request(method, url, **kwargs)  # type: ignore[arg-type]
+    r.read()
+    ms = (time.perf_counter() - t0) * 1000
+    if r.status_code != 200:
+        raise RuntimeError(f"{method} {url}: {r.status_code} {r.text[:300]}")
+    return ms
+
+
+def concurrent(
+    base_url: str, queries: list[str], clients: int, duration: float
+) -> tuple[list[float], list[str], float]:
+    """clients keep-alive clients posting matches for duration s: latencies, errors, wall seconds."""
+    lat: list[float] = []
+    errors: list[str] = []
+    stop = time.monotonic() + duration
+    lock = threading.Lock()
+
+    def loop(n: int) -> None:
+        with httpx.Client(trust_env=False, timeout=60) as c:
+            i = n
+            while time.monotonic() < stop:
+                try:
+                    ms = timed(c, "POST", f"{base_url}/api/v1/match", json={"text": queries[i % len(queries)], "k": 10})
+                    with lock:
+                        lat.append(ms)
+                except (RuntimeError, httpx.HTTPError) as exc:
+                    with lock:
+                        errors.append(str(exc)[:200])
+                i += clients
+
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat, errors, time.perf_counter() - t0
+
+
+def line(size: int, what: str, values: list[float]) -> str:
+    return f"{size:>8} {what:<32} p50 {percentile(values, 50):7.1f} ms  p95 {percentile(values, 95):7.1f} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+
+    settings = get_settings()
+    real = load_embedder(settings)
+    cached = CachingEmbedder(real, cache_dir=settings.cache_dir / "embeddings")
+    base = real_docs(1000)
+    base_vecs = np.asarray(cached.encode_passages([f"{d['title']}。{d['abstract']}" for d in base]), np.float32)
+    queries = real_queries(args.queries)
+    print(f"model {real.name}; engine {settings.index_engine}; {len(queries)} real need queries, k=10")
+    for size in args.sizes:
+        folder = Path(tempfile.mkdtemp(prefix=f"http-{size}-"))
+        try:
+            t0 = time.perf_counter()
+            url = build(folder, size, base, base_vecs, real)
+            print(f"{size:>8} docs: DB + index built in {time.perf_counter() - t0:.0f} s")
+            token = secrets.token_hex(16)
+            env = server_env(folder, url, token)
+            with server(env, folder / "server.log") as (base_url, _proc, ready_s):
+                with httpx.Client(trust_env=False, timeout=60) as c:
+                    for q in queries[:5]:
+                        timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10})
+                    one = [timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10}) for q in queries]
+                    hz = [timed(c, "GET", f"{base_url}/healthz") for _ in range(100)]
+                lat, errors, wall = concurrent(base_url, queries, args.clients, args.duration)
+            index = index_class(settings).open(
+                folder / "data" / "index" / "achievements",
+                embedder=real,
+                **(tuning_from_settings(settings) | engine_tuning(settings)),
+            )
+            index.embedder = None  # the same index, words and bigrams only: the floor
+            bm25 = time_queries(index, queries)
+            index.close()
+            print(f"{size:>8} docs: server ready in {ready_s:.1f} s")
+            print(line(size, "match, 1 client (HTTP)", one))
+            print(line(size, "BM25-only search (in process)", bm25))
+            print(line(size, "GET /healthz (HTTP floor)", hz))
+            print(
+                f"{size:>8} match, {args.clients} clients, {args.duration:.0f} s:  {len(lat) / wall:6.1f} QPS, "
+                f"p50 {percentile(lat, 50):.1f} ms, p95 {percentile(lat, 95):.1f} ms, {len(errors)} errors"
+                + (f" (first: {errors[0]})" if errors else "")
+            )
+        finally:
+            if args.keep:
+                print(f"kept {folder}")
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
