@@ -214,7 +214,7 @@ class HybridIndex:
         fusion: FusionConfig | None = None,
         candidate_depth: int = 200,
         title_boost: int = 2,
-        title_vector_weight: float = 0.7,
+        title_vector_weight: float = 1.0,
         k1: float = 1.2,
         b: float = 0.75,
         hnsw_threshold: int = 50_000,

@@ -94,7 +94,7 @@ class SegmentIndex:
         fusion: FusionConfig | None = None,
         candidate_depth: int = 200,
         title_boost: int = 2,
-        title_vector_weight: float = 0.7,
+        title_vector_weight: float = 1.0,
         k1: float = 1.2,
         b: float = 0.75,
         segmenter: Segmenter | None = None,
