@@ -37,7 +37,7 @@ from core.settings import get_settings
 from matching.dense import CachingEmbedder
 from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
 from matching.segment_index import SegmentIndex, _State
-from matching.segments import Segment
+from matching.segments import Segment, merge_segments
 
 
 class BulkThenReal:
@@ -93,10 +93,11 @@ def _time_writes(index: object, fresh: list[Document]) -> list[float]:
 def replicate(source: Path, folder: Path, copies: int, *, sigma: float, real: object, tuning: dict) -> float:
     """An index of copies × the source index's documents: each copy has its own ids and re-noised vectors.
 
-    The source's merged segments are copied array by array (postings as they are, ids shifted, every stored row
-    re-written with its new id, vectors plus fresh noise, re-normalised), each copy gets its HNSW graph as a merge
-    would give it, and one commit names them all. Tokenising a million texts with jieba would take most of an hour
-    on 2 cores; the copies keep the text statistics of the real corpus (df and N both scale, so idf is unchanged).
+    The source's live rows are folded into one segment (as merges leave a large index), then copied array by array
+    (postings as they are, ids shifted, every stored row re-written with its new id, vectors plus fresh noise,
+    re-normalised); each copy gets its HNSW graph as a merge would give it, and one commit names them all.
+    Tokenising a million texts with jieba would take most of an hour on 2 cores; the copies keep the text
+    statistics of the real corpus (df and N both scale, so idf is unchanged).
     """
     t0 = time.perf_counter()
     src = SegmentIndex.open(source, embedder=real, **tuning)  # type: ignore[arg-type]
@@ -105,25 +106,26 @@ def replicate(source: Path, folder: Path, copies: int, *, sigma: float, real: ob
     rng = np.random.default_rng(3)
     stride = int(state.ids_all.max()) + 1
     segments, alive = [], []
+    # One segment per copy, as merges leave a large index: the source's live rows folded into one (vectorised).
+    whole = merge_segments("whole", list(zip(state.segments, state.alive, strict=True)), dim=index.local_dim)
     for c in range(copies):
-        for seg, live in zip(state.segments, state.alive, strict=True):
-            blobs = [replace(r, id=r.id + c * stride).to_json() for r in seg.rows()]
-            vecs = np.asarray(seg.vectors) + rng.normal(0, sigma, seg.vectors.shape).astype(np.float32) * (c > 0)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-            copy = Segment(
-                name=index._new_name(),
-                ids=np.asarray(seg.ids) + c * stride,
-                hashes=np.asarray(seg.hashes),
-                fields=seg.fields,
-                vectors=vecs.astype(np.float32),
-                blob=b"".join(blobs),
-                row_offsets=np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64),
-                attrs=seg.attrs,
-            )
-            copy = index._persisted(copy)
-            index._build_graph(copy)
-            segments.append(copy)
-            alive.append(np.asarray(live).copy())
+        blobs = [replace(r, id=r.id + c * stride).to_json() for r in whole.rows()]
+        vecs = np.asarray(whole.vectors) + rng.normal(0, sigma, whole.vectors.shape).astype(np.float32) * (c > 0)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        copy = Segment(
+            name=index._new_name(),
+            ids=np.asarray(whole.ids) + c * stride,
+            hashes=np.asarray(whole.hashes),
+            fields=whole.fields,
+            vectors=vecs.astype(np.float32),
+            blob=b"".join(blobs),
+            row_offsets=np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64),
+            attrs=whole.attrs,
+        )
+        copy = index._persisted(copy)
+        index._build_graph(copy)  # as the merge that made it would
+        segments.append(copy)
+        alive.append(np.ones(len(copy), dtype=bool))
     new_state = _State(tuple(segments), tuple(alive))
     index._commit(new_state, seq=0)
     index.close()
@@ -132,13 +134,13 @@ def replicate(source: Path, folder: Path, copies: int, *, sigma: float, real: ob
 
 
 RESTART = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 from app.runtime import load_embedder
 from core.settings import get_settings
 from matching.index import tuning_from_settings
 from matching.segment_index import SegmentIndex, _State
-from matching.segments import Segment
+from matching.segments import Segment, merge_segments
 settings = get_settings()
 real = load_embedder(settings)
 loaded = time.perf_counter()
@@ -148,9 +150,10 @@ ready = time.perf_counter()
 queries = json.loads(sys.argv[4])
 for q in queries:
     index.search(q, k=10)
-rss = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")][0] / 1024
-print(json.dumps({"model_s": loaded - t0, "ready_s": ready - t0, "open_s": ready - loaded, "rss_mb": rss,
-                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "docs": len(index)}))
+status = {l.split(":")[0]: int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith(("Vm", "Rss"))}
+# VmHWM, not ru_maxrss: after fork + exec, ru_maxrss still reports the (large) benchmark process that forked us.
+print(json.dumps({"model_s": loaded - t0, "ready_s": ready - t0, "open_s": ready - loaded,
+                  "rss_mb": status["VmRSS"], "anon_mb": status["RssAnon"], "peak_mb": status["VmHWM"]}))
 """
 
 
@@ -223,7 +226,8 @@ def main() -> None:
             if size > args.replicate_above and sources:
                 source = max(sources)
                 build = replicate(built[source], folder, size // source, sigma=args.sigma, real=real, tuning=tuning)
-                size_tuning["max_segments"] = 4 * (size // source)
+                # The copies' steady state is timed: no merge of them starts while writes and queries are timed.
+                size_tuning |= {"max_segments": 4 * (size // source), "merge_factor": 4 * (size // source)}
                 how = f"{size // source} copies of the {source} index"
                 embedder: object = real
             else:
@@ -243,7 +247,7 @@ def main() -> None:
                 build = time.perf_counter() - t0
                 how = "tokenised and merged"
             built[size] = folder
-            index = SegmentIndex.open(folder, embedder=embedder, merge_in_background=False, **size_tuning)  # type: ignore[arg-type]
+            index = SegmentIndex.open(folder, embedder=embedder, **size_tuning)  # type: ignore[arg-type]
             recall = dense_recall(index, queries, tuning["candidate_depth"])
             lat = _time_writes(index, fresh)
             write_p95[size] = percentile(lat, 95)
@@ -255,12 +259,15 @@ def main() -> None:
             segments, graphs = index.segment_count, len(index._graphs)
             index.close()
             del index
-            r = restart(folder, queries[:20], {k: v for k, v in size_tuning.items() if k == "max_segments"})
+            r = restart(
+                folder, queries[:20], {k: v for k, v in size_tuning.items() if k in ("max_segments", "merge_factor")}
+            )
             rows.append(
                 f"{size:>8} {'segments':<12} built in {build:.0f} s ({how}); {segments} segments, {graphs} with "
                 f"HNSW; dense recall@{tuning['candidate_depth']} {recall:.3f}; {_size_mb(folder):.0f} MB on disk; "
                 f"fresh process: open → first answer {r['open_s']:.2f} s (+ model {r['model_s']:.1f} s), "
-                f"RSS after 20 queries {r['rss_mb']:.0f} MB, peak {r['peak_mb']:.0f} MB"
+                f"RSS after 20 queries {r['rss_mb']:.0f} MB (anonymous {r['anon_mb']:.0f} MB, the rest mapped index "
+                f"file pages), peak {r['peak_mb']:.0f} MB"
             )
             if n_i == 0 and args.baseline_writes and docs:
                 gen_folder = Path(tempfile.mkdtemp(prefix=f"gen-{size}-"))

@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     vector_database_url: str | None = None
     vector_namespace: str = "techmatch"
     pgvector_ef_search: int = 200
-    # Segments beyond this count are merged in the background.
-    index_max_segments: int = 8
+    # Segments are merged in the background, tiered: this many of one size tier (log_factor of their rows) become
+    # one; past the cap the smallest are merged whatever their tier.
+    index_merge_factor: int = 4
+    index_max_segments: int = 24
 
     # Index: exact search below this many vectors, HNSW above (generation engine).
     hnsw_threshold: int = 50_000

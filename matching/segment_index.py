@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import threading
 import time
@@ -98,7 +99,8 @@ class SegmentIndex:
         k1: float = 1.2,
         b: float = 0.75,
         segmenter: Segmenter | None = None,
-        max_segments: int = 8,
+        max_segments: int = 24,
+        merge_factor: int = 4,
         merge_in_background: bool | None = None,
         hnsw_threshold: int = 50_000,
         hnsw_m: int = 32,
@@ -118,6 +120,7 @@ class SegmentIndex:
         self.b = b
         self.segmenter = segmenter or default_segmenter()
         self.max_segments = max(2, max_segments)
+        self.merge_factor = max(2, merge_factor)
         # A merged segment of at least hnsw_threshold rows gets an HNSW graph of its vectors (a `.hnsw` file beside
         # it, written before the commit that names the segment); smaller ones, and filtered searches that leave few
         # rows of a segment, are scanned exactly.
@@ -141,6 +144,7 @@ class SegmentIndex:
         self._merger: threading.Thread | None = None
         self._closed = False
         self.merges = 0
+        self.rows_merged = 0  # rows rewritten by merges (write amplification)
 
     # --- construction -----------------------------------------------------------------------------------------------
 
@@ -419,14 +423,25 @@ class SegmentIndex:
                     pass
 
     def _merge_plan(self, state: _State) -> list[int]:
-        """Segments to fold into one: the smallest when there are too many, and any with mostly dead rows."""
+        """Segments to fold into one, tiered (Lucene's idea): merge_factor segments of one size tier become one.
+
+        A segment's tier is log_merge_factor of its live rows, so a document is rewritten once per tier it climbs
+        (O(log N) times in all), never once per few writes. Also merged: segments that are mostly dead, and, past
+        max_segments (a hard cap), the smallest ones.
+        """
         live = [int(a.sum()) for a in state.alive]
         sizes = [len(s) for s in state.segments]
+        if len(sizes) > self.max_segments:
+            smallest = sorted(range(len(sizes)), key=lambda k: (live[k], k))
+            return sorted(smallest[: len(sizes) - self.max_segments + 2])
+        tiers: dict[int, list[int]] = {}
+        for k, n in enumerate(live):
+            tiers.setdefault(int(math.log(max(n, 1), self.merge_factor)), []).append(k)
+        for tier in sorted(tiers):
+            if len(tiers[tier]) >= self.merge_factor:
+                return sorted(tiers[tier])
         heavy = [k for k in range(len(sizes)) if sizes[k] and live[k] < 0.7 * sizes[k]]
-        if len(sizes) <= self.max_segments:
-            return heavy if heavy and (len(heavy) > 1 or sizes[heavy[0]] > live[heavy[0]]) else []
-        smallest = sorted(range(len(sizes)), key=lambda k: (live[k], k))[: len(sizes) - self.max_segments // 2 + 1]
-        return sorted(set(smallest) | set(heavy))
+        return heavy if heavy and (len(heavy) > 1 or sizes[heavy[0]] > live[heavy[0]]) else []
 
     def merge(self) -> bool:
         """Fold some segments into one (built without blocking writes or searches); whether anything was merged."""
@@ -468,6 +483,7 @@ class SegmentIndex:
                 for i, doc_id in enumerate(merged.ids.tolist()):
                     if keep[i]:
                         self._where[int(doc_id)] = (merged.name, i)
+                self.rows_merged += len(merged)
                 if self.path is None:  # on disk, garbage collection drops them with their files
                     for name in names:
                         self._graphs.pop(name, None)

@@ -192,3 +192,14 @@ def test_a_large_merged_segment_gets_a_saved_graph_that_ranks_like_the_exact_sca
     for n in range(2):  # two more commits: the superseded segment and its graph leave the disk
         graphed.apply([Document(id=5000 + n, title="深远海养殖网箱", body="抗风浪")], [], seq=600 + n)
     assert not graphed._graphs and not list((tmp_path / "ix").glob("seg-*.hnsw"))
+
+
+def test_tiered_merges_rewrite_each_document_a_logarithmic_number_of_times(tmp_path: Path) -> None:
+    index = SegmentIndex.open(tmp_path / "ix", embedder=None, merge_in_background=False)
+    n = 256
+    for doc in _docs(n):  # one write per document
+        index.upsert([doc])
+    # Each document climbs the size tiers (factor 4) once each: log_4(256) = 4 rewrites at most, not one per few writes.
+    assert 0 < index.rows_merged <= 4 * n, index.rows_merged
+    assert index.segment_count <= 3 * 4, "at most merge_factor - 1 segments per tier"
+    assert len(index) == n and index.search("锂电池隔膜", k=1)
