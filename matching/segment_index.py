@@ -894,6 +894,10 @@ class SegmentIndex:
             where.update(zip(seg.ids[live].tolist(), ((seg.name, int(i)) for i in live), strict=True))
         with self._lock:
             self._state, self._where = state, where
+            # A reader never collects garbage: drop the graphs of segments this commit no longer names.
+            live_names = {seg.name for seg in segments} | self._unreferenced
+            for name in [n for n in self._graphs if n not in live_names]:
+                del self._graphs[name]
             self._generation = int(body["generation"])
             self._pointer = path.name
             self._last_seq = int(body["last_seq"]) if body.get("last_seq") is not None else None
