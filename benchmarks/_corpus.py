@@ -7,7 +7,11 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from core.settings import get_settings
+from matching.dense import CachingEmbedder
+from matching.embedding import Embedder
 
 
 def data_dir() -> Path:
@@ -53,3 +57,15 @@ def recombined(base: list[dict[str, str]], n: int, *, seed: int = 7) -> list[tup
         body = "。".join([base[i]["abstract"]] + rng.sample(sentences, 2))
         out.append((i, base[i]["title"], body))
     return out
+
+
+def base_vectors(real: Embedder, docs: list[dict[str, str]]) -> np.ndarray:
+    """Passage vectors of real documents by the real model, cached on disk (embedded once per machine)."""
+    cached = CachingEmbedder(real, cache_dir=get_settings().cache_dir / "embeddings")
+    return np.asarray(cached.encode_passages([f"{d['title']}。{d['abstract']}" for d in docs]), dtype=np.float32)
+
+
+def noised(vectors: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Vectors (one or many rows) plus Gaussian noise per dimension, re-normalised: a synthetic corpus's vectors."""
+    v = np.asarray(vectors, dtype=np.float32) + rng.normal(0, sigma, np.shape(vectors)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)

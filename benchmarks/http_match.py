@@ -29,13 +29,12 @@ import numpy as np
 from sqlalchemy import insert
 
 from app.runtime import load_embedder
-from benchmarks._corpus import real_docs, real_queries, recombined
+from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, recombined
 from benchmarks.live_index import BulkThenReal
 from benchmarks.load import server, server_env
 from benchmarks.query_latency import percentile, time_queries
 from catalog.indexing import published_documents
 from core.settings import Settings, get_settings
-from matching.dense import CachingEmbedder
 from matching.index import engine_tuning, index_class, passage_text, tuning_from_settings
 from models.changes import last_seq
 from models.db import make_engine, make_sessionmaker, migrate
@@ -72,8 +71,7 @@ def build(folder: Path, size: int, base: list[dict[str, str]], base_vecs: np.nda
         seq = last_seq(session=session)
     vectors = {}
     for doc, i in zip(docs, picks, strict=True):
-        v = base_vecs[i] + rng.normal(0, 0.03, base_vecs.shape[1]).astype(np.float32)
-        vectors[passage_text(doc)] = v / np.linalg.norm(v)
+        vectors[passage_text(doc)] = noised(base_vecs[i], rng, 0.03)
     tuning = tuning_from_settings(settings) | engine_tuning(settings)
     for target, target_docs in (("achievements", docs), ("needs", [])):
         index = index_class(settings).open(settings.index_dir / target, embedder=BulkThenReal(real, vectors), **tuning)
@@ -141,9 +139,8 @@ def main() -> None:
 
     settings = get_settings()
     real = load_embedder(settings)
-    cached = CachingEmbedder(real, cache_dir=settings.cache_dir / "embeddings")
     base = real_docs(1000)
-    base_vecs = np.asarray(cached.encode_passages([f"{d['title']}。{d['abstract']}" for d in base]), np.float32)
+    base_vecs = base_vectors(real, base)
     queries = real_queries(args.queries)
     print(f"model {real.name}; engine {settings.index_engine}; {len(queries)} real need queries, k=10")
     for size in args.sizes:

@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from app.runtime import load_embedder
-from benchmarks._corpus import real_docs, real_queries, recombined
+from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, recombined
 from benchmarks.query_latency import percentile, time_queries
 from core.settings import get_settings
-from matching.dense import CachingEmbedder
 from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
 from matching.segment_index import SegmentIndex, _State
 from matching.segments import Segment, merge_segments
@@ -110,8 +109,7 @@ def replicate(source: Path, folder: Path, copies: int, *, sigma: float, real: ob
     whole = merge_segments("whole", list(zip(state.segments, state.alive, strict=True)), dim=index.local_dim)
     for c in range(copies):
         blobs = [replace(r, id=r.id + c * stride).to_json() for r in whole.rows()]
-        vecs = np.asarray(whole.vectors) + rng.normal(0, sigma, whole.vectors.shape).astype(np.float32) * (c > 0)
-        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs = noised(whole.vectors, rng, sigma) if c else np.asarray(whole.vectors)
         copy = Segment(
             name=index._new_name(),
             ids=np.asarray(whole.ids) + c * stride,
@@ -201,10 +199,9 @@ def main() -> None:
 
     settings = get_settings()
     real = load_embedder(settings)
-    cached = CachingEmbedder(real, cache_dir=settings.cache_dir / "embeddings")
     base = real_docs(args.base + args.writes)
     writes_src, base = base[args.base :], base[: args.base]
-    base_vecs = cached.encode_passages([f"{d['title']}。{d['abstract']}" for d in base])
+    base_vecs = base_vectors(real, base)
     queries = real_queries(args.queries)
     rng = np.random.default_rng(11)
     tuning = tuning_from_settings(settings)
@@ -234,8 +231,7 @@ def main() -> None:
                 vectors = {}
                 for doc_id, (i, title, body) in enumerate(recombined(base, size), start=1):
                     doc = Document(id=doc_id, title=title, body=body, content_hash=str(doc_id))
-                    v = base_vecs[i] + rng.normal(0, args.sigma, base_vecs.shape[1]).astype(np.float32)
-                    vectors[passage_text(doc)] = v / np.linalg.norm(v)
+                    vectors[passage_text(doc)] = noised(base_vecs[i], rng, args.sigma)
                     docs.append(doc)
                 embedder = BulkThenReal(real, vectors)
                 t0 = time.perf_counter()

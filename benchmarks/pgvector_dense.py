@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from app.runtime import load_embedder
-from benchmarks._corpus import real_docs, real_queries
+from benchmarks._corpus import base_vectors, noised, real_docs, real_queries
 from benchmarks.query_latency import percentile
 from core.settings import get_settings
-from matching.dense import CachingEmbedder
 
 
 def main() -> None:
@@ -52,9 +51,8 @@ def main() -> None:
         url = server.get_uri()
     settings = get_settings()
     real = load_embedder(settings)
-    cached = CachingEmbedder(real, cache_dir=settings.cache_dir / "embeddings")
     base = real_docs(args.base)
-    base_vecs = np.asarray(cached.encode_passages([f"{d['title']}。{d['abstract']}" for d in base]), np.float32)
+    base_vecs = base_vectors(real, base)
     queries = np.asarray(real.encode_queries(real_queries(args.queries)), np.float32)
     rng = np.random.default_rng(7)
     print(f"model {real.name}; {len(base)} base vectors + noise σ={args.sigma}; {len(queries)} real need queries")
@@ -64,8 +62,7 @@ def main() -> None:
         register_vector(conn)
         for size in args.sizes:
             picks = rng.integers(0, len(base_vecs), size)
-            vecs = base_vecs[picks] + rng.normal(0, args.sigma, (size, base_vecs.shape[1])).astype(np.float32)
-            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            vecs = noised(base_vecs[picks], rng, args.sigma)
             table = f"bench_{size}"
             conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.execute(f"CREATE TABLE {table} (doc_id bigint PRIMARY KEY, embedding vector({vecs.shape[1]}))")
@@ -100,12 +97,11 @@ def main() -> None:
                 recalls.append(len({r[0] for r in rows} & set(top.tolist())) / args.depth)
             upsert_ms = []
             for j in range(20):
-                v = vecs[j] + rng.normal(0, args.sigma, vecs.shape[1]).astype(np.float32)
                 t0 = time.perf_counter()
                 conn.execute(
                     f"INSERT INTO {table} (doc_id, embedding) VALUES (%s, %s) ON CONFLICT (doc_id) DO UPDATE "
                     "SET embedding = EXCLUDED.embedding",
-                    (size + j, v / np.linalg.norm(v)),
+                    (size + j, noised(vecs[j], rng, args.sigma)),
                 )
                 upsert_ms.append((time.perf_counter() - t0) * 1000)
             size_mb = conn.execute(f"SELECT pg_total_relation_size('{table}')").fetchone()[0] / 2**20

@@ -17,9 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from app.runtime import load_embedder
-from benchmarks._corpus import real_docs, real_queries, recombined
+from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, recombined
 from core.settings import get_settings
-from matching.dense import CachingEmbedder
 from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
 
 
@@ -63,10 +62,9 @@ def main() -> None:
 
     settings = get_settings()
     real = load_embedder(settings)
-    cached = CachingEmbedder(real, cache_dir=settings.cache_dir / "embeddings")
     base = real_docs(args.base)
     t0 = time.perf_counter()
-    base_vecs = cached.encode_passages([f"{d['title']}。{d['abstract']}" for d in base])
+    base_vecs = base_vectors(real, base)
     print(f"base: {len(base)} real docs embedded (or read from cache) in {time.perf_counter() - t0:.1f}s")
     queries = real_queries(args.queries)
     rng = np.random.default_rng(11)
@@ -77,8 +75,7 @@ def main() -> None:
         docs, vectors = [], {}
         for doc_id, (i, title, body) in enumerate(recombined(base, size), start=1):
             doc = Document(id=doc_id, title=title, body=body, content_hash=str(doc_id))
-            v = base_vecs[i] + rng.normal(0, args.sigma, base_vecs.shape[1]).astype(np.float32)
-            vectors[passage_text(doc)] = v / np.linalg.norm(v)
+            vectors[passage_text(doc)] = noised(base_vecs[i], rng, args.sigma)
             docs.append(doc)
         for engine, embedder in (("hybrid", DerivedEmbedder(real, vectors)), ("bm25-only", None)):
             t0 = time.perf_counter()

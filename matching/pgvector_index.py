@@ -19,12 +19,10 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from matching.embedding import Embedder
 from matching.index import IndexModelMismatch
 from matching.segment_index import SegmentIndex, _State, _top
 from matching.segments import Row
@@ -75,21 +73,6 @@ class PgVectorIndex(SegmentIndex):
         self._connections: list[Any] = []
         self._connections_lock = threading.Lock()
 
-    @classmethod
-    def open(
-        cls, path: Path, *, embedder: Embedder | None, allow_model_change: bool = False, **tuning: Any
-    ) -> SegmentIndex:
-        index = cls(embedder=embedder, path=Path(path), **tuning)
-        index._prepare_table(allow_model_change=allow_model_change)
-        index._load_newest(allow_model_change=allow_model_change)
-        return index
-
-    @classmethod
-    def in_memory(cls, *, embedder: Embedder | None, **tuning: Any) -> SegmentIndex:
-        index = cls(embedder=embedder, path=None, **tuning)
-        index._prepare_table(allow_model_change=False)
-        return index
-
     # --- the table --------------------------------------------------------------------------------------------------
 
     def _connection(self) -> Any:
@@ -106,7 +89,7 @@ class PgVectorIndex(SegmentIndex):
                 self._connections.append(conn)
         return conn
 
-    def _prepare_table(self, *, allow_model_change: bool) -> None:
+    def _attach(self, *, allow_model_change: bool) -> None:
         """Create the extension, the table and its HNSW index once; refuse a table of another model."""
         import psycopg
 
@@ -142,13 +125,6 @@ class PgVectorIndex(SegmentIndex):
                 f"CREATE INDEX IF NOT EXISTS {self.table}_hnsw ON {self.table} USING hnsw "
                 f"(embedding vector_ip_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
             )
-
-    def drop(self) -> None:
-        """Remove this index's table (tests, `index rebuild` of another model)."""
-        conn = self._connection()
-        with conn.transaction():
-            conn.execute(f"DROP TABLE IF EXISTS {self.table}")
-            conn.execute(f"DELETE FROM {_SPACES} WHERE name = %s", (self.table,))
 
     def close(self) -> None:
         super().close()
@@ -214,41 +190,49 @@ class PgVectorIndex(SegmentIndex):
         conn = self._connection()
         ids_all = state.ids_all
         allowed = np.flatnonzero(mask)
-        position_of = {int(ids_all[p]): int(p) for p in allowed}
+        bases = {seg.name: int(base) for seg, base in zip(state.segments, state.bases, strict=False)}
         scores = np.full(state.total, np.nan, dtype=np.float32)
+
+        def keep(rows: list[tuple[int, float]]) -> None:
+            # A doc this version does not hold (newer, withdrawn) or the mask leaves out drops out.
+            with self._lock:
+                for doc_id, score in rows:
+                    where = self._where.get(int(doc_id))
+                    if where is not None and where[0] in bases and mask[bases[where[0]] + where[1]]:
+                        scores[bases[where[0]] + where[1]] = score
+
         if len(allowed) <= self.exact_below or len(allowed) < 0.2 * state.n_alive:
-            found = conn.execute(
-                f"SELECT doc_id, (embedding <#> %s) * -1 FROM {self.table} WHERE doc_id = ANY(%s) "
-                "ORDER BY embedding <#> %s, doc_id LIMIT %s",
-                (q, [int(ids_all[p]) for p in allowed], q, depth),
-            ).fetchall()
+            keep(
+                conn.execute(
+                    f"SELECT doc_id, (embedding <#> %s) * -1 FROM {self.table} WHERE doc_id = ANY(%s) "
+                    "ORDER BY embedding <#> %s, doc_id LIMIT %s",
+                    (q, ids_all[allowed].tolist(), q, depth),
+                ).fetchall()
+            )
         else:
             # HNSW returns at most ef_search rows; ask for enough that the excluded ones leave depth behind.
             excluded = state.n_alive - len(allowed)
             fetch = min(depth + excluded + 16, _HNSW_MAX_EF)
             with conn.transaction():
                 conn.execute(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, fetch)}")
-                found = conn.execute(
-                    f"SELECT doc_id, (embedding <#> %s) * -1 FROM {self.table} ORDER BY embedding <#> %s LIMIT %s",
-                    (q, q, fetch),
-                ).fetchall()
-        for doc_id, score in found:
-            p = position_of.get(int(doc_id))  # a doc this version does not hold (newer, or withdrawn) drops out
-            if p is not None:
-                scores[p] = score
+                keep(
+                    conn.execute(
+                        f"SELECT doc_id, (embedding <#> %s) * -1 FROM {self.table} ORDER BY embedding <#> %s LIMIT %s",
+                        (q, q, fetch),
+                    ).fetchall()
+                )
         has = ~np.isnan(scores)
         top = _top(np.where(has, scores, -np.inf).astype(np.float32), depth, mask & has, ids_all, positive_only=False)
 
         def exact(positions: np.ndarray) -> np.ndarray:
-            wanted = [int(ids_all[p]) for p in positions if np.isnan(scores[p])]
+            wanted = ids_all[positions[np.isnan(scores[positions])]].tolist()
             if wanted:
-                for doc_id, score in conn.execute(
-                    f"SELECT doc_id, (embedding <#> %s) * -1 FROM {self.table} WHERE doc_id = ANY(%s)",
-                    (q, wanted),
-                ).fetchall():
-                    p = position_of.get(int(doc_id))
-                    if p is not None:
-                        scores[p] = score
+                keep(
+                    conn.execute(
+                        f"SELECT doc_id, (embedding <#> %s) * -1 FROM {self.table} WHERE doc_id = ANY(%s)",
+                        (q, wanted),
+                    ).fetchall()
+                )
             return np.nan_to_num(scores[positions], nan=0.0)
 
         return top, exact

@@ -154,13 +154,19 @@ class SegmentIndex:
     ) -> SegmentIndex:
         """Map the index at path (empty when missing); refuse one embedded by another model unless allowed."""
         index = cls(embedder=embedder, path=Path(path), **tuning)
+        index._attach(allow_model_change=allow_model_change)
         index._load_newest(allow_model_change=allow_model_change)
         return index
 
     @classmethod
     def in_memory(cls, *, embedder: Embedder | None, **tuning: Any) -> SegmentIndex:
         """An index that never touches disk (evaluation, tests): the same code path as the served one."""
-        return cls(embedder=embedder, path=None, **tuning)
+        index = cls(embedder=embedder, path=None, **tuning)
+        index._attach(allow_model_change=False)
+        return index
+
+    def _attach(self, *, allow_model_change: bool) -> None:
+        """Connect to the stores beside the segment files (none here; see matching/pgvector_index.py)."""
 
     # --- the port's read side ---------------------------------------------------------------------------------------
 
