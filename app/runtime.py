@@ -13,6 +13,7 @@ from catalog.follower import IndexFollower
 from catalog.indexing import Indexes, Target
 from core.settings import Settings
 from matching.index import SearchIndex, engine_tuning, index_class, tuning_from_settings
+from matching.maxscore import warm_up
 from models.db import make_engine, make_sessionmaker, migrate
 
 log = logging.getLogger("techmatch")
@@ -65,6 +66,7 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
     migrate(engine)
     factory = make_sessionmaker(engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
+    warm_up()  # BM25's compiled kernels: loaded now, not on the first query
     tuning = tuning_from_settings(settings) | engine_tuning(settings)
     engine_class = index_class(settings)
 

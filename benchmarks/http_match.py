@@ -8,7 +8,7 @@ applied up to the feed's last seq, so `techmatch serve` starts on it with nothin
 - one keep-alive client, warm (5 untimed requests first), real CCF need texts (~270 characters) as queries, k=10:
   p50 / p95 from sending to the whole answer read; the query is embedded by the real model inside each request;
 - the floor in the same run: `GET /healthz` round trips (HTTP + JSON, no search) and, in this process on the same
-  index files, the BM25-only search (no embedding, no dense list);
+  index files, the BM25-only search (no embedding, no dense list), with MaxScore pruning and without it;
 - 8 concurrent keep-alive clients for --duration s: requests/s, p50 / p95, and every non-200 counted.
 
     .venv/bin/python -m benchmarks.http_match [--sizes 100000] [--queries 100] [--duration 30]
@@ -165,10 +165,13 @@ def main() -> None:
             )
             index.embedder = None  # the same index, words and bigrams only: the floor
             bm25 = time_queries(index, queries)
+            index.bm25_pruning = False  # the baseline: every posting of every query term scored
+            bm25_all = time_queries(index, queries)
             index.close()
             print(f"{size:>8} docs: server ready in {ready_s:.1f} s")
             print(line(size, "match, 1 client (HTTP)", one))
             print(line(size, "BM25-only search (in process)", bm25))
+            print(line(size, "  same, no MaxScore pruning", bm25_all))
             print(line(size, "GET /healthz (HTTP floor)", hz))
             print(
                 f"{size:>8} match, {args.clients} clients, {args.duration:.0f} s:  {len(lat) / wall:6.1f} QPS, "

@@ -3,7 +3,8 @@
 For each size, the segment index (the served engine) is built on disk, then timed:
 - one write: `apply()` of one new real document, its passage embedded by the real model inside the timed call,
   until a search finds it (what `POST /api/v1/achievements` → `searchable: true` costs the index);
-- queries: real CCF need texts, the query embedded by the real model inside each timed search; BM25-only beside it;
+- queries: real CCF need texts, the query embedded by the real model inside each timed search; BM25-only beside it,
+  with MaxScore pruning (the default) and without it (every posting scored: the baseline);
 - reopen: `SegmentIndex.open` of the folder (what a restart or a reader's reload costs), its size on disk, RSS.
 The baseline in the same run is the generation engine (HybridIndex), which rewrites every file on every write.
 
@@ -252,6 +253,8 @@ def main() -> None:
             rows.append(_row(size, "segments", "query (hybrid)", q))
             index.embedder = None  # the same segments, words and bigrams only: the floor
             rows.append(_row(size, "segments", "query (BM25 only)", time_queries(index, queries)))
+            index.bm25_pruning = False  # the baseline: every posting of every query term scored
+            rows.append(_row(size, "segments", "query (BM25, no prune)", time_queries(index, queries)))
             segments, graphs = index.segment_count, len(index._graphs)
             index.close()
             del index

@@ -43,6 +43,7 @@ from matching.index import (
     tokenizer_fingerprint,
     writer_lock,
 )
+from matching.maxscore import LexicalResult, bm25_top
 from matching.segments import FIELDS, MAX_TERM, Row, Segment, merge_segments
 from matching.text import Segmenter, default_segmenter, normalise
 
@@ -106,6 +107,7 @@ class SegmentIndex:
         hnsw_m: int = 32,
         hnsw_ef_search: int = 128,
         hnsw_ef_construction: int = 80,
+        bm25_pruning: bool = True,
         **_engine_tuning: Any,  # knobs of the generation index only (its stale-graph rebuild fraction)
     ) -> None:
         self.embedder = embedder
@@ -118,6 +120,8 @@ class SegmentIndex:
         self.title_vector_weight = title_vector_weight
         self.k1 = k1
         self.b = b
+        # MaxScore (matching/maxscore.py): the same answers as scoring every posting; False is the benchmarks' baseline.
+        self.bm25_pruning = bm25_pruning
         self.segmenter = segmenter or default_segmenter()
         self.max_segments = max(2, max_segments)
         self.merge_factor = max(2, merge_factor)
@@ -581,15 +585,18 @@ class SegmentIndex:
         if not mask.any():
             return None
         depth = max(self.candidate_depth, k)
-        word_scores, idf["words"] = self._bm25(state, "words", query.words)
-        char_scores, idf["chars"] = self._bm25(state, "chars", query.chars)
-        ids = state.ids_all
-        lists = {"words": _top(word_scores, depth, mask, ids), "chars": _top(char_scores, depth, mask, ids)}
+        lexical = {
+            field: self._bm25(state, field, tokens, depth, mask)
+            for field, tokens in (("words", query.words), ("chars", query.chars))
+        }
+        for field, result in lexical.items():
+            idf[field] = result.idf
+        lists = {field: result.top for field, result in lexical.items()}
         dense_of = None
         if self.embedder is not None and qvec is not None:
             lists["dense"], dense_of = self._dense(state, np.asarray(qvec, dtype=np.float32), depth, mask)
         union = np.unique(np.concatenate(list(lists.values())))
-        raw = {"words": word_scores[union], "chars": char_scores[union]}
+        raw = {field: result.exact(union) for field, result in lexical.items()}
         if dense_of is not None:
             raw["dense"] = dense_of(union)
         cands = Candidates(positions=union, raw=raw)
@@ -657,60 +664,23 @@ class SegmentIndex:
 
         return top, exact
 
-    def _bm25(self, state: _State, field: str, tokens: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:
-        """BM25 (Lucene idf, as bm25s computes it) of every position for these query tokens, over live docs only.
-
-        Vectorised per segment: one binary search for all query terms, their postings copied as contiguous slices
-        (no index arrays), one scatter-add. A segment without dead rows skips the liveness filter.
-        """
-        n = state.n_alive
-        if n == 0 or not tokens:
-            return np.zeros(state.total, dtype=np.float32), {}
-        counts: dict[str, int] = {}
-        for t in tokens:
-            if t:
-                counts[t[:MAX_TERM]] = counts.get(t[:MAX_TERM], 0) + 1
-        terms = np.array(list(counts), dtype=f"<U{MAX_TERM}")
-        repeat = np.array(list(counts.values()), dtype=np.float32)
-        found: list[tuple[Any, ...]] = []
-        df = np.zeros(len(terms), dtype=np.int64)
-        for seg, alive, full, base in zip(state.segments, state.alive, state.full, state.bases, strict=False):
-            p = seg.fields[field]
-            if len(p.vocab) == 0:
-                continue
-            idx = np.searchsorted(p.vocab, terms)
-            hit = idx < len(p.vocab)
-            hit[hit] = p.vocab[idx[hit]] == terms[hit]
-            which = np.flatnonzero(hit)
-            if len(which) == 0:
-                continue
-            bounds = list(zip(p.offsets[idx[which]].tolist(), p.offsets[idx[which] + 1].tolist(), strict=True))
-            docs = np.concatenate([p.docs[a:b] for a, b in bounds])
-            tfs = np.concatenate([p.tfs[a:b] for a, b in bounds])
-            sizes = np.array([b - a for a, b in bounds], dtype=np.int64)
-            if full:
-                df[which] += sizes
-                found.append((p, docs, tfs, which, sizes, None, int(base)))
-                continue
-            live = alive[docs]
-            term_of = np.repeat(np.arange(len(which)), sizes)[live]
-            df[which] += np.bincount(term_of, minlength=len(which))
-            found.append((p, docs[live], tfs[live], which, None, term_of, int(base)))
-        out = np.zeros(state.total, dtype=np.float64)
-        if not found:
-            return out.astype(np.float32), {}
-        idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5)).astype(np.float32)
-        idf_of = {str(t): float(v) for t, v, d in zip(terms.tolist(), idf.tolist(), df.tolist(), strict=True) if d}
-        avgdl = np.float32(state.length_sum[field] / n)
-        k1, b = np.float32(self.k1), np.float32(self.b)
-        weight = repeat * idf
-        for p, docs, tfs, which, sizes, term_of, base in found:
-            # k1 · (1 − b + b · dl / avgdl) once per document of the segment, not once per posting.
-            norm = k1 * (np.float32(1.0) - b + b * p.lengths / avgdl)
-            w = np.repeat(weight[which], sizes) if term_of is None else weight[which][term_of]
-            score = w * tfs / (tfs + norm[docs])
-            out[base : base + len(p.lengths)] += np.bincount(docs, weights=score, minlength=len(p.lengths))
-        return out.astype(np.float32), idf_of
+    def _bm25(self, state: _State, field: str, tokens: Sequence[str], depth: int, mask: np.ndarray) -> LexicalResult:
+        """One field's BM25 list over live docs (exact top-depth by MaxScore, see matching/maxscore.py)."""
+        return bm25_top(
+            [seg.fields[field] for seg in state.segments],
+            state.alive,
+            state.full,
+            state.bases,
+            tokens=tokens,
+            n_alive=state.n_alive,
+            length_sum=state.length_sum[field],
+            k1=self.k1,
+            b=self.b,
+            depth=depth,
+            mask=mask,
+            ids=state.ids_all,
+            prune=self.bm25_pruning,
+        )
 
     def _mask(
         self,

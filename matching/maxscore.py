@@ -1,0 +1,360 @@
+"""BM25 top-k over segments by MaxScore (Turtle & Flood 1995): the exact top-k without scoring every posting.
+
+A query term's BM25 part `w · tf / (tf + norm(dl))` never exceeds its weight `w` (repeat × idf): that is the term's
+upper bound. Terms are scored best bound first, a batch at a time, by scattering their postings into a partial score
+per document. Once the bounds of the terms left sum to less than `θ`, the depth-th best partial score among the
+allowed documents, no document those terms alone could lift reaches the top `depth`: they become "non-essential",
+and the common terms (long postings, small idf) are never scanned. They are looked up, by binary search in their
+doc-sorted postings, only for the documents whose partial score plus the bounds left still reaches `θ` (pruned after
+each term as `θ` rises), and for any other document whose exact score the caller asks for (fusion needs every list's
+score of every candidate).
+
+The inner loops are numba kernels (one pass per posting, no temporaries, the GIL released so concurrent queries use
+both cores); the planning around them is numpy. The result is exact: the same top `depth` (ties by doc id) and the
+same scores as scoring every posting, which tests/matching/test_maxscore.py checks against BM25 from its definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from matching.segments import MAX_TERM, Postings
+
+# Relative slack on bound comparisons: scores are float32 parts summed in float64 in different orders, so equal sums
+# may differ in the last bits. The slack only ever keeps a document that exact arithmetic could drop.
+_SLACK = 1e-5
+
+
+@dataclass
+class LexicalResult:
+    """One field's BM25 list: its top positions (best first) and the exact score of any position on demand."""
+
+    top: np.ndarray
+    exact: Callable[[np.ndarray], np.ndarray]
+    idf: dict[str, float]
+    postings_scanned: int
+    postings_total: int
+
+
+def bm25_top(
+    fields: Sequence[Postings],
+    alive: Sequence[np.ndarray],
+    full: Sequence[bool],
+    bases: np.ndarray,
+    *,
+    tokens: Sequence[str],
+    n_alive: int,
+    length_sum: float,
+    k1: float,
+    b: float,
+    depth: int,
+    mask: np.ndarray,
+    ids: np.ndarray,
+    prune: bool = True,
+) -> LexicalResult:
+    """The depth best allowed positions (mask) by BM25 (Lucene idf over live docs, as bm25s computes it), exact.
+
+    `prune=False` scores every posting (the same answer, slower): the baseline benchmarks compare against.
+
+    `fields[k]`, `alive[k]`, `full[k]` describe segment k (its postings of this field, its alive rows, whether it
+    has no dead rows); `bases[k]` is its first global position. Only positive scores are listed; ties go to the
+    lower doc id (`ids` by position).
+    """
+    total = int(bases[-1])
+    empty = LexicalResult(np.zeros(0, np.int64), lambda p: np.zeros(len(p), np.float32), {}, 0, 0)
+    counts: dict[str, int] = {}
+    for t in tokens:
+        if t:
+            counts[t[:MAX_TERM]] = counts.get(t[:MAX_TERM], 0) + 1
+    if n_alive == 0 or not counts:
+        return empty
+    names = np.array(list(counts), dtype=f"<U{MAX_TERM}")
+    repeat = np.array(list(counts.values()), dtype=np.float32)
+
+    # Where each query term's postings sit in each segment: (term, segment, start, end) rows.
+    found_term, found_seg, found_start, found_end = [], [], [], []
+    df = np.zeros(len(names), dtype=np.int64)
+    for k, p in enumerate(fields):
+        if len(p.vocab) == 0:
+            continue
+        idx = np.searchsorted(p.vocab, names)
+        hit = idx < len(p.vocab)
+        hit[hit] = p.vocab[idx[hit]] == names[hit]
+        which = np.flatnonzero(hit)
+        if len(which) == 0:
+            continue
+        starts, ends = p.offsets[idx[which]], p.offsets[idx[which] + 1]
+        df[which] += ends - starts
+        if not full[k]:
+            df[which] -= _dead_in(p.docs, starts, ends, np.flatnonzero(~alive[k]).astype(np.int32))
+        found_term.append(which)
+        found_seg.append(np.full(len(which), k))
+        found_start.append(starts)
+        found_end.append(ends)
+    if not found_term:
+        return empty
+    idf = np.log(1.0 + (n_alive - df + 0.5) / (df + 0.5)).astype(np.float32)
+    idf_of = {str(t): float(v) for t, v, d in zip(names.tolist(), idf.tolist(), df.tolist(), strict=True) if d}
+    weight = repeat * idf
+    term = np.concatenate(found_term)
+    seg = np.concatenate(found_seg)
+    start = np.concatenate(found_start)
+    end = np.concatenate(found_end)
+    keep = df[term] > 0  # a term only dead rows hold scores nothing
+    term, seg, start, end = term[keep], seg[keep], start[keep], end[keep]
+    if len(term) == 0:
+        return empty
+
+    # Terms best bound first (ties: shorter postings first); rank[t] is term t's place in that order.
+    live_terms = np.unique(term)
+    length = np.bincount(term, weights=end - start, minlength=len(names))
+    ordered = live_terms[np.lexsort((length[live_terms], -weight[live_terms]))]
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[ordered] = np.arange(len(ordered))
+    bounds = weight[ordered].astype(np.float64)
+    left = np.concatenate([np.cumsum(bounds[::-1])[::-1], [0.0]])  # left[i]: bounds of the terms ranked i and after
+    done = np.concatenate([[0.0], np.cumsum(bounds)])  # done[i]: bounds of the terms ranked before i
+    scanned_by_rank = np.concatenate([[0], np.cumsum(length[ordered])]).astype(np.int64)
+    by_rank = np.argsort(rank[term], kind="stable")  # the (term, segment) rows in rank order
+    term, seg, start, end = term[by_rank], seg[by_rank], start[by_rank], end[by_rank]
+    row_rank = rank[term]
+    avgdl = np.float32(length_sum / n_alive)
+    k1_, b_ = np.float32(k1), np.float32(b)
+
+    per_segment = {}  # segment → its (rank, start, end, weight) rows, in rank order
+    for k in np.unique(seg).tolist():
+        sel = seg == k
+        per_segment[k] = (row_rank[sel], start[sel], end[sel], weight[term[sel]].astype(np.float32))
+
+    def rows_of(lo_rank: int, hi_rank: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(start, end, weight, rank) of the terms ranked lo_rank ≤ r < hi_rank in segment k, in rank order."""
+        ranks, s, e, w = per_segment[k]
+        lo, hi = np.searchsorted(ranks, [lo_rank, hi_rank])
+        return s[lo:hi], e[lo:hi], w[lo:hi], ranks[lo:hi]
+
+    # Essential terms: scatter, best bound first, in batches, until the bounds left fall below θ. θ never exceeds
+    # the bounds scattered so far, so the first check waits until the bounds left fall below those; later batches
+    # at least double the postings scanned, or reach where the θ already known would stop.
+    out = np.zeros(total, dtype=np.float64)
+    n_terms = len(ordered)
+    reachable = left[:n_terms] < done[:n_terms]
+    first = int(np.argmax(reachable)) if prune and reachable.any() else n_terms
+    theta, cut = 0.0, 0
+    while cut < n_terms:
+        if theta > 0 and left[cut] * (1 + _SLACK) < theta:
+            break
+        until = max(cut + 1, first, int(np.searchsorted(scanned_by_rank, 2 * scanned_by_rank[cut], "right")) - 1)
+        if theta > 0:
+            until = max(until, int(np.argmax(left * (1 + _SLACK) < theta)))
+        until = min(until, n_terms)
+        for k in per_segment:
+            s, e, w, _ = rows_of(cut, until, k)
+            if len(s):
+                p = fields[k]
+                _scatter(out, int(bases[k]), p.docs, p.tfs, p.lengths, s, e, w, k1_, b_, avgdl)
+        cut = until
+        if cut < n_terms:
+            theta = _kth(out, mask, depth)
+    scanned = int(scanned_by_rank[cut])
+
+    def lookup(positions: np.ndarray, from_rank: int, into: np.ndarray) -> None:
+        """Add the parts of the terms ranked from_rank and after to the scores of these sorted positions."""
+        segment_of = np.searchsorted(bases, positions, side="right") - 1
+        for k in np.unique(segment_of).tolist():
+            lo, hi = np.searchsorted(segment_of, [k, k + 1])
+            s, e, w, _ = rows_of(from_rank, n_terms, k) if k in per_segment else (np.zeros(0),) * 4
+            if len(s):
+                p = fields[k]
+                local = (positions[lo:hi] - int(bases[k])).astype(np.int32)
+                into[lo:hi] += _lookup(local, p.docs, p.tfs, p.lengths, s, e, w, k1_, b_, avgdl)
+
+    if cut >= n_terms:
+        top = _best(np.flatnonzero(mask & (out > 0)), out, depth, ids)
+        return LexicalResult(top, lambda q: out[q].astype(np.float32), idf_of, scanned, int(scanned_by_rank[-1]))
+
+    # θ rises first: the depth best partial scores' documents are scored exactly (a few lookups each), and the
+    # depth-th best of those exact scores is a score that depth documents reach.
+    allowed = np.flatnonzero(mask & (out > 0))
+    if len(allowed) >= depth:
+        leaders = np.sort(allowed[np.argpartition(out[allowed], len(allowed) - depth)[len(allowed) - depth :]])
+        exact_leaders = out[leaders].copy()
+        lookup(leaders, cut, exact_leaders)
+        theta = max(theta, float(exact_leaders.min()))
+    # Candidates: allowed documents whose partial score plus the bounds left can still reach θ. Each segment's
+    # candidates take the non-essential terms one at a time (best bound first), dropping out as soon as their
+    # partial score plus the bounds left falls below θ.
+    cands = allowed[out[allowed] + left[cut] * (1 + _SLACK) >= theta * (1 - _SLACK)]
+    part = out[cands]
+    still = np.ones(len(cands), dtype=np.bool_)
+    segment_of = np.searchsorted(bases, cands, side="right") - 1
+    for k in np.unique(segment_of).tolist():
+        if k not in per_segment:
+            continue
+        s, e, w, ranks = rows_of(cut, n_terms, k)
+        lo, hi = np.searchsorted(segment_of, [k, k + 1])
+        p = fields[k]
+        local = (cands[lo:hi] - int(bases[k])).astype(np.int32)
+        after = left[ranks + 1] * (1 + _SLACK)
+        _refine(
+            local,
+            part[lo:hi],
+            still[lo:hi],
+            p.docs,
+            p.tfs,
+            p.lengths,
+            s,
+            e,
+            w,
+            after,
+            theta * (1 - _SLACK),
+            k1_,
+            b_,
+            avgdl,
+        )
+    # A candidate that dropped out may have missed a term whose segment lacks later ones: it is out either way.
+    positive = still & (part > 0)
+    top = _best(cands[positive], part[positive], depth, ids, scores_given=True)
+
+    def exact(positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        order = np.argsort(positions, kind="stable")
+        wanted = positions[order]
+        score = out[wanted].copy()
+        lookup(wanted, cut, score)
+        result = np.empty(len(positions), dtype=np.float32)
+        result[order] = score
+        return result
+
+    return LexicalResult(top, exact, idf_of, scanned, int(scanned_by_rank[-1]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter(out, base, docs, tfs, lengths, starts, ends, weights, k1, b, avgdl):  # type: ignore[no-untyped-def]
+    """Add each term's BM25 part to every document of its postings (out is float64 and global, by position)."""
+    one = np.float32(1.0)
+    for t in range(len(starts)):
+        w = weights[t]
+        for j in range(starts[t], ends[t]):
+            d = docs[j]
+            tf = tfs[j]
+            out[base + d] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(local, docs, tfs, lengths, starts, ends, weights, k1, b, avgdl):  # type: ignore[no-untyped-def]
+    """The summed parts of these terms for each of these sorted local rows: one merge walk per term, galloping."""
+    out = np.zeros(len(local), dtype=np.float64)
+    one = np.float32(1.0)
+    for t in range(len(starts)):
+        w = weights[t]
+        j, end = starts[t], ends[t]
+        for i in range(len(local)):
+            d = local[i]
+            j = _seek(docs, j, end, d)
+            if j >= end:
+                break
+            if docs[j] == d:
+                tf = tfs[j]
+                out[i] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _seek(docs, j, end, d):  # type: ignore[no-untyped-def]
+    """The first index in docs[j:end] (sorted) holding a value ≥ d, or end: gallop, then binary search."""
+    if j >= end or docs[j] >= d:
+        return j
+    step = 1
+    while j + step < end and docs[j + step] < d:
+        j += step
+        step *= 2
+    lo, hi = j + 1, min(j + step, end)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if docs[mid] < d:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _refine(local, part, still, docs, tfs, lengths, starts, ends, weights, after, theta, k1, b, avgdl):  # type: ignore[no-untyped-def]
+    """Add each term's part to the candidates still in the running; one drops out once part + after[t] < θ.
+
+    The running candidates are kept as a compact list, so a term costs O(candidates left), not O(candidates).
+    """
+    one = np.float32(1.0)
+    running = np.arange(len(local))
+    n = len(running)
+    for t in range(len(starts)):
+        w = weights[t]
+        j, end = starts[t], ends[t]
+        kept = 0
+        for r in range(n):
+            i = running[r]
+            d = local[i]
+            j = _seek(docs, j, end, d)
+            if j < end and docs[j] == d:
+                tf = tfs[j]
+                part[i] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
+            if part[i] + after[t] < theta:
+                still[i] = False
+            else:
+                running[kept] = i
+                kept += 1
+        n = kept
+        if n == 0:
+            break
+
+
+@numba.njit(cache=True, nogil=True)
+def _dead_in(docs, starts, ends, dead):  # type: ignore[no-untyped-def]
+    """How many of these (sorted) dead rows each term's postings hold."""
+    out = np.zeros(len(starts), dtype=np.int64)
+    for t in range(len(starts)):
+        j, end = starts[t], ends[t]
+        for d in dead:
+            j = _seek(docs, j, end, d)
+            if j >= end:
+                break
+            if docs[j] == d:
+                out[t] += 1
+    return out
+
+
+def warm_up() -> None:
+    """Load (or compile, the first time on a machine) the kernels, so a process's first query does not pay for it."""
+    docs = np.array([0, 1], dtype=np.int32)
+    tfs = np.ones(2, dtype=np.float32)
+    lengths = np.ones(2, dtype=np.float32)
+    span = (np.array([0], dtype=np.int64), np.array([2], dtype=np.int64), np.ones(1, dtype=np.float32))
+    f = np.float32(1.0)
+    _scatter(np.zeros(2), 0, docs, tfs, lengths, *span, f, f, f)
+    _lookup(docs, docs, tfs, lengths, *span, f, f, f)
+    _refine(docs, np.zeros(2), np.ones(2, dtype=np.bool_), docs, tfs, lengths, *span, np.zeros(1), 0.0, f, f, f)
+    _dead_in(docs, span[0], span[1], docs)
+
+
+def _kth(out: np.ndarray, mask: np.ndarray, depth: int) -> float:
+    """The depth-th best partial score among allowed documents (0 while fewer than depth have one)."""
+    values = out[mask & (out > 0)]
+    if len(values) < depth:
+        return 0.0
+    return float(np.partition(values, len(values) - depth)[len(values) - depth])
+
+
+def _best(
+    positions: np.ndarray, scores: np.ndarray, depth: int, ids: np.ndarray, *, scores_given: bool = False
+) -> np.ndarray:
+    """The depth best of these positions, best first, ties by doc id (scores by position unless given aligned)."""
+    values = scores if scores_given else scores[positions]
+    if len(positions) > depth:
+        cut = np.partition(values, len(values) - depth)[len(values) - depth]
+        keep = values >= cut
+        positions, values = positions[keep], values[keep]
+    return positions[np.lexsort((ids[positions], -values))][:depth]
