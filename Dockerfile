@@ -31,6 +31,10 @@ RUN --mount=type=bind,target=/src,rw \
     pip install -q --no-index --find-links /src/dist/wheelhouse --no-cache-dir --disable-pip-version-check \
         -c /src/constraints.txt /src
 
+# BM25's numba kernels, compiled once here into a cache the service user can read and refresh.
+ENV NUMBA_CACHE_DIR=/opt/techmatch-cache/numba
+RUN python -c "from matching.maxscore import warm_up; warm_up()" && chown -R nobody /opt/techmatch-cache/numba
+
 RUN mkdir -p /data && chown nobody /data
 ENV TECHMATCH_ENVIRONMENT=production
 VOLUME /data

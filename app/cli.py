@@ -1,4 +1,4 @@
-"""The `techmatch` command line: serve, ingest, pull, index, demo, eval, subsidy."""
+"""The `techmatch` command line: serve, ingest, pull, index, users, demo, eval, subsidy."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ cli = typer.Typer(
 )
 index_cli = typer.Typer(help="Search index maintenance.", no_args_is_help=True)
 cli.add_typer(index_cli, name="index")
+users_cli = typer.Typer(help="Users and organisations (no server needed).", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
 
 KindOpt = Annotated[str, typer.Option("--kind", help="achievements or needs")]
 
@@ -276,6 +278,80 @@ def eval_(
         **tuning_from_settings(settings),
     )
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False) if as_json else format_table(results))
+
+
+def _db_session():  # type: ignore[no-untyped-def]
+    """A committed-at-exit session on the configured database (migrated first); no model, no index."""
+    from models.db import make_engine, make_sessionmaker, migrate, session_scope
+
+    settings = _settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    return session_scope(make_sessionmaker(engine, writer=True))
+
+
+@users_cli.command("create")
+def users_create(
+    username: Annotated[str, typer.Option(help="login name")],
+    role: Annotated[str, typer.Option(help="enterprise, university, agency, expert, staff or admin")],
+    organisation_id: Annotated[int | None, typer.Option(help="the user's organisation (see `users orgs`)")] = None,
+    display_name: Annotated[str, typer.Option()] = "",
+    expertise: Annotated[str, typer.Option(help="an expert's fields, in words")] = "",
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, envvar="TECHMATCH_NEW_PASSWORD")
+    ] = "",
+) -> None:
+    """Create a user (the password is prompted for, or read from TECHMATCH_NEW_PASSWORD)."""
+    from pydantic import ValidationError
+
+    from accounts.policy import CLI
+    from accounts.schemas import UserCreate
+    from accounts.service import create_user
+    from core.errors import DomainError
+
+    try:
+        data = UserCreate(
+            username=username,
+            password=password,
+            role=role,  # type: ignore[arg-type]
+            organisation_id=organisation_id,
+            display_name=display_name,
+            expertise=expertise,
+        )
+        with _db_session() as session:
+            user = create_user(session=session, data=data, actor=CLI)
+            typer.echo(json.dumps({"id": user.id, "username": user.username, "role": str(user.role)}))
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except DomainError as exc:
+        _fail(f"{exc.field + ': ' if exc.field else ''}{exc.detail}")
+
+
+@users_cli.command("org")
+def users_org(
+    name: Annotated[str, typer.Option()],
+    kind: Annotated[str, typer.Option(help="enterprise, university, research_institute, new_rd_institution, agency")],
+    region: Annotated[str | None, typer.Option()] = None,
+    in_weihai: Annotated[bool, typer.Option("--in-weihai/--elsewhere")] = False,
+) -> None:
+    """Register an organisation."""
+    from pydantic import ValidationError
+
+    from accounts.policy import CLI
+    from accounts.schemas import OrganisationCreate
+    from accounts.service import create_organisation
+    from core.errors import DomainError
+
+    try:
+        data = OrganisationCreate(name=name, kind=kind, region=region, in_weihai=in_weihai)  # type: ignore[arg-type]
+        with _db_session() as session:
+            org = create_organisation(session=session, data=data, actor=CLI)
+            typer.echo(json.dumps({"id": org.id, "name": org.name, "kind": str(org.kind)}, ensure_ascii=False))
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except DomainError as exc:
+        _fail(f"{exc.field + ': ' if exc.field else ''}{exc.detail}")
 
 
 def _mount_subsidy() -> None:

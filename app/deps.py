@@ -4,18 +4,29 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from accounts.policy import (
+    ACHIEVEMENT_PUBLISHERS,
+    ADMIN,
+    BOOTSTRAP_ADMIN,
+    NEED_PUBLISHERS,
+    PUBLIC,
+    SIGNED_IN,
+    STAFF,
+    Principal,
+)
+from accounts.service import TOKEN_PREFIX, principal_for_token
 from app.runtime import Runtime
 from catalog.follower import IndexFollower
 from catalog.indexing import Indexes
-from core.errors import Unauthorized
+from core.errors import Forbidden, Unauthorized
 from core.settings import Settings
 from models.db import session_scope
+from models.tables import Role
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -48,38 +59,58 @@ def get_follower(runtime: RuntimeDep) -> IndexFollower:
     return runtime.follower
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: staff (the admin token) or anonymous. Full roles come later."""
-
-    is_staff: bool
-
-
 def get_principal(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """Read `Authorization: Bearer <token>`; a wrong token is 401, none is anonymous."""
+    """Read `Authorization: Bearer <token>`: the admin token or a user's token; a wrong one is 401, none anonymous."""
     if authorization is None:
-        return Principal(is_staff=False)
+        return Principal()
     scheme, _, token = authorization.partition(" ")
-    expected = runtime.settings.admin_token
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Authorization must be 'Bearer <token>'")
+    expected = runtime.settings.admin_token
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
-        return Principal(is_staff=True)
-    raise Unauthorized("unknown bearer token")
+        return BOOTSTRAP_ADMIN
+    if token.startswith(TOKEN_PREFIX):
+        with runtime.session_factory() as session:
+            principal = principal_for_token(session=session, token=token)
+        if principal is not None:
+            return principal
+    raise Unauthorized("unknown, expired or revoked bearer token")
 
 
-def require_writer(runtime: RuntimeDep, principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-    """Writes need staff rights; a development server without an admin token is open (for the demo)."""
-    if principal.is_staff:
-        return principal
-    if runtime.settings.environment == "development" and not runtime.settings.admin_token:
-        return Principal(is_staff=True)
-    raise Unauthorized("this action needs a bearer token with staff rights")
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+# A development server without an admin token lets anonymous callers act as staff (the demo's first command).
+_DEMO = Principal(role=Role.staff, username="demo")
+
+
+def allow(audience: frozenset[str], who: str) -> Any:
+    """The dependency a route declares its policy with: callers outside the audience get 401 (anonymous) or 403.
+
+    Row-level rules (whose need, which review item) are the services'; this is the route-level gate, and the role
+    matrix test reads `policy` off it for every route.
+    """
+
+    def check(runtime: RuntimeDep, principal: PrincipalDep) -> Principal:
+        if principal.audience in audience:
+            return principal
+        if principal.role is None:
+            if runtime.settings.environment == "development" and not runtime.settings.admin_token:
+                return _DEMO
+            raise Unauthorized(f"this action is for {who}: send a bearer token")
+        raise Forbidden(f"this action is for {who}; you are signed in as {principal.role}")
+
+    check.policy = audience  # type: ignore[attr-defined]
+    check.__name__ = f"allow_{who.replace(' ', '_')}"
+    return Depends(check)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 IndexesDep = Annotated[Indexes, Depends(get_indexes)]
 FollowerDep = Annotated[IndexFollower, Depends(get_follower)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-WriterDep = Annotated[Principal, Depends(require_writer)]
+# Route policies (accounts/policy.py): every route takes exactly one of these.
+PublicDep = Annotated[Principal, allow(PUBLIC, "everyone")]
+SignedInDep = Annotated[Principal, allow(SIGNED_IN, "signed-in users")]
+StaffDep = Annotated[Principal, allow(STAFF, "staff")]
+AdminDep = Annotated[Principal, allow(ADMIN, "admins")]
+NeedPublisherDep = Annotated[Principal, allow(NEED_PUBLISHERS, "enterprises and staff")]
+AchievementPublisherDep = Annotated[Principal, allow(ACHIEVEMENT_PUBLISHERS, "universities, institutes and staff")]

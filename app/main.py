@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors
-from app.routers import achievements, health, match, needs, subsidies
+from app.routers import accounts, achievements, audit, health, match, needs, subsidies
 from app.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
 
@@ -40,6 +40,14 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         description="Technology supply/demand matching: needs, achievements, ranked explained matches.",
     )
     errors.install(app)
-    for router in (health.router, needs.router, achievements.router, match.router, subsidies.router):
+    for router in (
+        health.router,
+        accounts.router,
+        needs.router,
+        achievements.router,
+        match.router,
+        subsidies.router,
+        audit.router,
+    ):
         app.include_router(router)
     return app

@@ -95,3 +95,52 @@ class MatchResult(BaseModel):
 
 class MatchResponse(BaseModel):
     results: list[MatchResult]
+
+
+class OrganisationOut(_Out):
+    id: int
+    name: str
+    kind: str
+    region: str | None
+    in_weihai: bool
+    created_at: datetime
+
+
+class UserOut(_Out):
+    id: int
+    username: str
+    role: str
+    organisation_id: int | None
+    display_name: str
+    expertise: str
+    active: bool
+    created_at: datetime
+
+
+class TokenOut(BaseModel):
+    """A bearer token: shown once, stored only as a hash."""
+
+    token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: datetime
+    role: str
+
+
+class AuditEntryOut(_Out):
+    id: int
+    at: datetime
+    user_id: int | None
+    actor: str
+    action: str
+    target_kind: str | None
+    target_id: str | None
+    before_hash: str | None
+    after_hash: str | None
+    detail: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    total: int
+    page: int
+    page_size: int

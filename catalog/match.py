@@ -9,11 +9,14 @@ from typing import Any, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from accounts.policy import Principal
 from catalog.indexing import Indexes, Target
-from catalog.service import get_achievement, get_need, visible_to_public
-from core.errors import InvalidInput, NotFound
+from catalog.service import can_see, get_achievement, get_need
+from core.errors import InvalidInput
 from matching.text import normalise
 from models.tables import Achievement, ListingStatus, Need
+
+ANONYMOUS_VIEWER = Principal()
 
 FILTERS: dict[str, tuple[str, ...]] = {
     "achievements": ("field", "maturity_stage", "source"),
@@ -40,7 +43,7 @@ def match_text(
     target: Target,
     k: int = 10,
     filters: Mapping[str, str] | None = None,
-    staff: bool = False,
+    viewer: Principal = ANONYMOUS_VIEWER,
     exclude_ids: tuple[int, ...] = (),
 ) -> list[Match]:
     """The k best published rows of the target for a free text, explained."""
@@ -50,6 +53,7 @@ def match_text(
             raise InvalidInput(
                 f"cannot filter {target} on {key!r}; allowed: {', '.join(FILTERS[target])}", field=f"filters.{key}"
             )
+    staff = viewer.is_staff
     if target == "needs" and not staff:
         if filters.get("visibility", "public") != "public":
             raise InvalidInput("private needs are visible to staff only", field="filters.visibility")
@@ -69,7 +73,7 @@ def match_text(
         # The index follows the DB; a row withdrawn a moment ago is dropped here rather than shown.
         if row is None or row.status != ListingStatus.published:
             continue
-        if not staff and not visible_to_public(row):
+        if not can_see(viewer, row):
             continue
         out.append(
             Match(id=row.id, external_id=row.external_id, title=row.title, score=float(hit.score), reasons=hit.reasons)
@@ -85,20 +89,20 @@ def _query_text(row: Need | Achievement) -> str:
 
 
 def matches_for_need(
-    *, session: Session, indexes: Indexes, need_id: int, k: int = 10, staff: bool = False
+    *, session: Session, indexes: Indexes, need_id: int, k: int = 10, viewer: Principal = ANONYMOUS_VIEWER
 ) -> list[Match]:
-    """The best achievements for a need."""
-    need = get_need(session=session, need_id=need_id)
-    if not staff and not visible_to_public(need):
-        raise NotFound(f"need {need_id} not found")
-    return match_text(session=session, indexes=indexes, text=_query_text(need), target="achievements", k=k, staff=staff)
+    """The best achievements for a need the viewer may see."""
+    need = get_need(session=session, need_id=need_id, viewer=viewer)
+    return match_text(
+        session=session, indexes=indexes, text=_query_text(need), target="achievements", k=k, viewer=viewer
+    )
 
 
 def matches_for_achievement(
-    *, session: Session, indexes: Indexes, achievement_id: int, k: int = 10, staff: bool = False
+    *, session: Session, indexes: Indexes, achievement_id: int, k: int = 10, viewer: Principal = ANONYMOUS_VIEWER
 ) -> list[Match]:
-    """The best needs for an achievement (public needs only, unless staff)."""
-    achievement = get_achievement(session=session, achievement_id=achievement_id)
-    if not staff and not visible_to_public(achievement):
-        raise NotFound(f"achievement {achievement_id} not found")
-    return match_text(session=session, indexes=indexes, text=_query_text(achievement), target="needs", k=k, staff=staff)
+    """The best needs for an achievement the viewer may see (public needs only, unless staff)."""
+    achievement = get_achievement(session=session, achievement_id=achievement_id, viewer=viewer)
+    return match_text(
+        session=session, indexes=indexes, text=_query_text(achievement), target="needs", k=k, viewer=viewer
+    )

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from accounts import audit
+from accounts.policy import SYSTEM, Principal
 from catalog.schemas import AchievementCreate, AchievementUpdate, NeedCreate, NeedUpdate
-from core.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from matching.text import tidy
 from models.base import utcnow
 from models.changes import record_changes
@@ -74,8 +76,13 @@ def _feed(session: Session, row: Need | Achievement) -> Written[Any]:
     return Written(row=row, seq=seq)
 
 
-def _create(session: Session, model: type[Listing], data: dict[str, Any]) -> Written[Listing]:
+def _create(session: Session, model: type[Listing], data: dict[str, Any], actor: Principal) -> Written[Listing]:
     data = _normalised(data)
+    if not actor.is_staff:
+        # A publisher publishes for its own organisation.
+        if data.get("owner_id") not in (None, actor.organisation_id):
+            raise Forbidden(f"you publish for your own organisation ({actor.organisation_id})", field="owner_id")
+        data["owner_id"] = actor.organisation_id
     _check_owner(session, data.get("owner_id"))
     source = data.pop("source", None) or "api"
     external_id = data.pop("external_id", None) or uuid.uuid4().hex
@@ -89,20 +96,28 @@ def _create(session: Session, model: type[Listing], data: dict[str, Any]) -> Wri
     row.content_hash = _row_hash(row)
     session.add(row)
     session.flush()
+    _audit(session, actor, "create", row, None)
     return _feed(session, row)
 
 
-def _get(session: Session, model: type[Listing], row_id: int) -> Listing:
+def _get(session: Session, model: type[Listing], row_id: int, viewer: Principal = SYSTEM) -> Listing:
     row = session.get(model, row_id)
-    if row is None:
+    if row is None or not can_see(viewer, row):
         raise NotFound(f"{model.__tablename__[:-1]} {row_id} not found")
     return row
 
 
-def _update(session: Session, model: type[Listing], row_id: int, data: dict[str, Any]) -> Written[Listing]:
-    row = _get(session, model, row_id)
+def _update(
+    session: Session, model: type[Listing], row_id: int, data: dict[str, Any], actor: Principal
+) -> Written[Listing]:
+    row = _get(session, model, row_id, actor)
+    if not actor.is_staff and not actor.owns(row.owner_id):
+        raise Forbidden(f"{model.__tablename__[:-1]} {row_id} belongs to another organisation")
+    before = audit.snapshot(row)
     data = _normalised(data)
     if "owner_id" in data:
+        if not actor.is_staff and data["owner_id"] != actor.organisation_id:
+            raise Forbidden("only staff move a listing to another organisation", field="owner_id")
         _check_owner(session, data["owner_id"])
     moderated = any(key in data and data[key] != getattr(row, key) for key in MODERATION_COLUMNS[model])
     for key, value in data.items():
@@ -111,13 +126,38 @@ def _update(session: Session, model: type[Listing], row_id: int, data: dict[str,
         row.moderated_at = utcnow()
     row.content_hash = _row_hash(row)
     session.flush()
+    _audit(session, actor, "withdraw" if data == {"status": ListingStatus.withdrawn} else "update", row, before)
     return _feed(session, row)
 
 
+def _audit(
+    session: Session, actor: Principal, verb: str, row: Need | Achievement, before: dict[str, Any] | None
+) -> None:
+    kind = "need" if isinstance(row, Need) else "achievement"
+    audit.record(
+        session=session,
+        actor=actor,
+        action=f"{kind}.{verb}",
+        target_kind=kind,
+        target_id=row.id,
+        before=before,
+        after=audit.snapshot(row),
+    )
+
+
 def _list(
-    session: Session, model: type[Listing], *, page: int, page_size: int, filters: Mapping[str, Any], query: str | None
+    session: Session,
+    model: type[Listing],
+    *,
+    page: int,
+    page_size: int,
+    filters: Mapping[str, Any],
+    query: str | None,
+    viewer: Principal,
 ) -> Page:
     stmt: Select[Any] = select(model)
+    if not viewer.is_staff:
+        stmt = stmt.where(_visible(model, viewer))
     for key, value in filters.items():
         if value is None:
             continue
@@ -131,14 +171,16 @@ def _list(
     return Page(items=list(items), total=total, page=page, page_size=page_size)
 
 
-def create_need(*, session: Session, data: NeedCreate, source: str | None = None) -> Written[Need]:
-    """Publish (or draft) a need."""
-    return _create(session, Need, {**data.model_dump(), "source": source})
+def create_need(
+    *, session: Session, data: NeedCreate, source: str | None = None, actor: Principal = SYSTEM
+) -> Written[Need]:
+    """Publish (or draft) a need; a non-staff publisher's need belongs to its organisation."""
+    return _create(session, Need, {**data.model_dump(), "source": source}, actor)
 
 
-def get_need(*, session: Session, need_id: int) -> Need:
-    """One need, or NotFound."""
-    return _get(session, Need, need_id)
+def get_need(*, session: Session, need_id: int, viewer: Principal = SYSTEM) -> Need:
+    """One need the viewer may see, or NotFound (a private need of another organisation is not found)."""
+    return _get(session, Need, need_id, viewer)
 
 
 def list_needs(
@@ -148,29 +190,32 @@ def list_needs(
     page_size: int = 20,
     filters: Mapping[str, Any] | None = None,
     query: str | None = None,
+    viewer: Principal = SYSTEM,
 ) -> Page:
-    """A page of needs, filtered on exact attributes and a title substring."""
-    return _list(session, Need, page=page, page_size=page_size, filters=filters or {}, query=query)
+    """A page of the needs the viewer may see, filtered on exact attributes and a title substring."""
+    return _list(session, Need, page=page, page_size=page_size, filters=filters or {}, query=query, viewer=viewer)
 
 
-def update_need(*, session: Session, need_id: int, data: NeedUpdate) -> Written[Need]:
-    """Change the given fields of a need."""
-    return _update(session, Need, need_id, data.model_dump(exclude_unset=True))
+def update_need(*, session: Session, need_id: int, data: NeedUpdate, actor: Principal = SYSTEM) -> Written[Need]:
+    """Change the given fields of a need (its own organisation's users, or staff)."""
+    return _update(session, Need, need_id, data.model_dump(exclude_unset=True), actor)
 
 
-def withdraw_need(*, session: Session, need_id: int) -> Written[Need]:
+def withdraw_need(*, session: Session, need_id: int, actor: Principal = SYSTEM) -> Written[Need]:
     """Withdraw a need: it leaves the search index but stays on record."""
-    return _update(session, Need, need_id, {"status": ListingStatus.withdrawn})
+    return _update(session, Need, need_id, {"status": ListingStatus.withdrawn}, actor)
 
 
-def create_achievement(*, session: Session, data: AchievementCreate, source: str | None = None) -> Written[Achievement]:
-    """Publish (or draft) an achievement."""
-    return _create(session, Achievement, {**data.model_dump(mode="python"), "source": source})
+def create_achievement(
+    *, session: Session, data: AchievementCreate, source: str | None = None, actor: Principal = SYSTEM
+) -> Written[Achievement]:
+    """Publish (or draft) an achievement; a non-staff publisher's achievement belongs to its organisation."""
+    return _create(session, Achievement, {**data.model_dump(mode="python"), "source": source}, actor)
 
 
-def get_achievement(*, session: Session, achievement_id: int) -> Achievement:
-    """One achievement, or NotFound."""
-    return _get(session, Achievement, achievement_id)
+def get_achievement(*, session: Session, achievement_id: int, viewer: Principal = SYSTEM) -> Achievement:
+    """One achievement the viewer may see, or NotFound."""
+    return _get(session, Achievement, achievement_id, viewer)
 
 
 def list_achievements(
@@ -180,19 +225,38 @@ def list_achievements(
     page_size: int = 20,
     filters: Mapping[str, Any] | None = None,
     query: str | None = None,
+    viewer: Principal = SYSTEM,
 ) -> Page:
-    """A page of achievements, filtered on exact attributes and a title substring."""
-    return _list(session, Achievement, page=page, page_size=page_size, filters=filters or {}, query=query)
+    """A page of the achievements the viewer may see, filtered on exact attributes and a title substring."""
+    return _list(
+        session, Achievement, page=page, page_size=page_size, filters=filters or {}, query=query, viewer=viewer
+    )
 
 
-def update_achievement(*, session: Session, achievement_id: int, data: AchievementUpdate) -> Written[Achievement]:
-    """Change the given fields of an achievement."""
-    return _update(session, Achievement, achievement_id, data.model_dump(exclude_unset=True, mode="python"))
+def update_achievement(
+    *, session: Session, achievement_id: int, data: AchievementUpdate, actor: Principal = SYSTEM
+) -> Written[Achievement]:
+    """Change the given fields of an achievement (its own organisation's users, or staff)."""
+    return _update(session, Achievement, achievement_id, data.model_dump(exclude_unset=True, mode="python"), actor)
 
 
-def withdraw_achievement(*, session: Session, achievement_id: int) -> Written[Achievement]:
+def withdraw_achievement(*, session: Session, achievement_id: int, actor: Principal = SYSTEM) -> Written[Achievement]:
     """Withdraw an achievement: it leaves the search index but stays on record."""
-    return _update(session, Achievement, achievement_id, {"status": ListingStatus.withdrawn})
+    return _update(session, Achievement, achievement_id, {"status": ListingStatus.withdrawn}, actor)
+
+
+def can_see(viewer: Principal, row: Need | Achievement) -> bool:
+    """Whether the viewer may see a row: staff everything, an organisation its own, everyone the public ones."""
+    return viewer.is_staff or viewer.owns(row.owner_id) or visible_to_public(row)
+
+
+def _visible(model: type[Listing], viewer: Principal) -> ColumnElement[bool]:
+    public: ColumnElement[bool] = model.status == ListingStatus.published
+    if model is Need:
+        public = and_(public, Need.visibility == Visibility.public)
+    if viewer.organisation_id is None:
+        return public
+    return or_(public, model.owner_id == viewer.organisation_id)
 
 
 def visible_to_public(row: Need | Achievement) -> bool:

@@ -61,3 +61,9 @@ class Forbidden(DomainError):
     code = "forbidden"
     status = 403
     title = "Forbidden"
+
+
+class TooManyRequests(DomainError):
+    code = "too_many_requests"
+    status = 429
+    title = "Too many requests"

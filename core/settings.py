@@ -20,7 +20,12 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT / "var"
     cache_dir: Path = Path.home() / ".cache" / "techmatch"
     database_url: str | None = None
+    # The bootstrap admin credential (a Bearer token with the admin role); users and their tokens come after it.
     admin_token: str | None = None
+    # Bearer tokens from POST /api/v1/tokens live this long; failed logins per username are limited per window.
+    token_ttl_hours: float = Field(default=24 * 30, gt=0)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: float = Field(default=15 * 60, gt=0)
     # Any sentence-transformers folder; empty means the prepared multilingual-e5-small.
     embedding_model: str | None = None
     embedding_batch_size: int = 32

@@ -1,4 +1,5 @@
-"""The tables: organisations, needs, achievements, the listing change feed, ingest runs and their per-row errors."""
+"""The tables: organisations, users and their tokens, the audit log, needs, achievements, the listing change feed,
+ingest runs and their per-row errors."""
 
 from __future__ import annotations
 
@@ -80,6 +81,17 @@ class RunStatus(enum.StrEnum):
     failed = "failed"
 
 
+class Role(enum.StrEnum):
+    """What a user may do (accounts/policy.py declares it per route)."""
+
+    enterprise = "enterprise"  # 企业: publishes needs
+    university = "university"  # 高校、科研院所、新型研发机构: publishes achievements
+    agency = "agency"  # 技术转移服务机构
+    expert = "expert"  # 评审专家: grades the review items assigned to them
+    staff = "staff"  # 科技局工作人员: sees and does everything but manage users
+    admin = "admin"  # manages users
+
+
 class Organisation(TimestampMixin, Base):
     """An enterprise, university, institute, new R&D institution or transfer agency."""
 
@@ -151,6 +163,61 @@ class Achievement(TimestampMixin, Base):
     moderated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     owner: Mapped[Organisation | None] = relationship(lazy="joined")
+
+
+class User(TimestampMixin, Base):
+    """A person who logs in: one role, one organisation (an expert's is their affiliation, and optional)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters and salt
+    role: Mapped[Role] = mapped_column(_enum(Role, "user_role"))
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    # What an expert knows, in their words: review assignment prefers pairs that match it.
+    expertise: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    organisation: Mapped[Organisation | None] = relationship(lazy="joined")
+
+
+class ApiToken(Base):
+    """A bearer token: stored only as its SHA-256 (the token itself is shown once), valid until expires_at."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class AuditEntry(Base):
+    """Append-only: who did what to which row, when, with hashes of the row before and after. Never updated."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_target", "target_kind", "target_id"),
+        Index("ix_audit_log_action_at", "action", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The acting user; None for the bootstrap admin token, the CLI and anonymous attempts (see `actor`).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(100))  # "user:<username>", "admin-token", "cli", "anonymous"
+    action: Mapped[str] = mapped_column(String(64))  # e.g. need.create, login.failed, review.grade
+    target_kind: Mapped[str | None] = mapped_column(String(64))
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    before_hash: Mapped[str | None] = mapped_column(String(64))  # SHA-256 of the row's canonical JSON
+    after_hash: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class IngestRun(Base):

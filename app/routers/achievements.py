@@ -6,14 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import IndexesDep, PrincipalDep, RuntimeDep, SessionDep, WriterDep
+from app.deps import AchievementPublisherDep, IndexesDep, PublicDep, RuntimeDep, SessionDep
 from app.errors import PROBLEM_RESPONSES
 from app.runtime import Runtime
 from app.schemas import AchievementOut, AchievementPage, AchievementWriteOut, MatchResponse
 from catalog import service
 from catalog.match import matches_for_achievement
 from catalog.schemas import AchievementCreate, AchievementUpdate
-from core.errors import NotFound
 from models.tables import Achievement, ListingStatus, MaturityStage
 
 router = APIRouter(prefix="/api/v1/achievements", tags=["achievements"], responses=PROBLEM_RESPONSES)
@@ -21,10 +20,10 @@ router = APIRouter(prefix="/api/v1/achievements", tags=["achievements"], respons
 
 @router.post("", status_code=201, response_model=AchievementWriteOut)
 def create_achievement(
-    body: AchievementCreate, session: SessionDep, runtime: RuntimeDep, _: WriterDep
+    body: AchievementCreate, session: SessionDep, runtime: RuntimeDep, actor: AchievementPublisherDep
 ) -> AchievementWriteOut:
     """Publish an achievement; `searchable` says whether matching sees it yet (normally within a second)."""
-    written = service.create_achievement(session=session, data=body)
+    written = service.create_achievement(session=session, data=body, actor=actor)
     session.commit()
     return _written(runtime, written)
 
@@ -32,7 +31,7 @@ def create_achievement(
 @router.get("", response_model=AchievementPage)
 def list_achievements(
     session: SessionDep,
-    principal: PrincipalDep,
+    viewer: PublicDep,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
     status: ListingStatus | None = None,
@@ -41,11 +40,11 @@ def list_achievements(
     source: str | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AchievementPage:
-    """A page of achievements; without staff rights only published ones."""
-    if not principal.is_staff:
-        status = ListingStatus.published
+    """A page of achievements: published ones, your organisation's own, and everything for staff."""
     filters = {"status": status, "field": field, "maturity_stage": maturity_stage, "source": source}
-    got = service.list_achievements(session=session, page=page, page_size=page_size, filters=filters, query=q)
+    got = service.list_achievements(
+        session=session, page=page, page_size=page_size, filters=filters, query=q, viewer=viewer
+    )
     return AchievementPage(
         items=[AchievementOut.model_validate(r) for r in got.items],
         total=got.total,
@@ -55,30 +54,33 @@ def list_achievements(
 
 
 @router.get("/{achievement_id}", response_model=AchievementOut)
-def get_achievement(achievement_id: int, session: SessionDep, principal: PrincipalDep) -> AchievementOut:
-    """One achievement."""
-    row = service.get_achievement(session=session, achievement_id=achievement_id)
-    if not principal.is_staff and not service.visible_to_public(row):
-        raise NotFound(f"achievement {achievement_id} not found")
-    return AchievementOut.model_validate(row)
+def get_achievement(achievement_id: int, session: SessionDep, viewer: PublicDep) -> AchievementOut:
+    """One achievement (a draft or withdrawn one is not found but by its own organisation and staff)."""
+    return AchievementOut.model_validate(
+        service.get_achievement(session=session, achievement_id=achievement_id, viewer=viewer)
+    )
 
 
 @router.patch("/{achievement_id}", response_model=AchievementWriteOut)
 def update_achievement(
-    achievement_id: int, body: AchievementUpdate, session: SessionDep, runtime: RuntimeDep, _: WriterDep
+    achievement_id: int,
+    body: AchievementUpdate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    actor: AchievementPublisherDep,
 ) -> AchievementWriteOut:
     """Change an achievement; the index follows."""
-    written = service.update_achievement(session=session, achievement_id=achievement_id, data=body)
+    written = service.update_achievement(session=session, achievement_id=achievement_id, data=body, actor=actor)
     session.commit()
     return _written(runtime, written)
 
 
 @router.post("/{achievement_id}/withdraw", response_model=AchievementWriteOut)
 def withdraw_achievement(
-    achievement_id: int, session: SessionDep, runtime: RuntimeDep, _: WriterDep
+    achievement_id: int, session: SessionDep, runtime: RuntimeDep, actor: AchievementPublisherDep
 ) -> AchievementWriteOut:
     """Withdraw an achievement from matching."""
-    written = service.withdraw_achievement(session=session, achievement_id=achievement_id)
+    written = service.withdraw_achievement(session=session, achievement_id=achievement_id, actor=actor)
     session.commit()
     return _written(runtime, written)
 
@@ -88,13 +90,11 @@ def achievement_matches(
     achievement_id: int,
     session: SessionDep,
     indexes: IndexesDep,
-    principal: PrincipalDep,
+    viewer: PublicDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> MatchResponse:
     """The best needs for this achievement, explained."""
-    hits = matches_for_achievement(
-        session=session, indexes=indexes, achievement_id=achievement_id, k=k, staff=principal.is_staff
-    )
+    hits = matches_for_achievement(session=session, indexes=indexes, achievement_id=achievement_id, k=k, viewer=viewer)
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})
 
 

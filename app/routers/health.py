@@ -8,14 +8,14 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from app.deps import FollowerDep, IndexesDep, SessionDep
+from app.deps import FollowerDep, IndexesDep, PublicDep, SessionDep
 from models.changes import last_seq
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz(session: SessionDep, indexes: IndexesDep, follower: FollowerDep) -> dict[str, Any]:
+def healthz(session: SessionDep, indexes: IndexesDep, follower: FollowerDep, _: PublicDep) -> dict[str, Any]:
     """The database answers; this process's indexes: size, role, how far they follow the change feed."""
     session.execute(text("SELECT 1"))
     applied = follower.applied()

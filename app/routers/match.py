@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import IndexesDep, PrincipalDep, SessionDep
+from app.deps import IndexesDep, PublicDep, SessionDep
 from app.errors import PROBLEM_RESPONSES
 from app.schemas import MatchRequest, MatchResponse
 from catalog.match import match_text
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api/v1", tags=["match"], responses=PROBLEM_RESPONSES
 
 
 @router.post("/match", response_model=MatchResponse)
-def match(body: MatchRequest, session: SessionDep, indexes: IndexesDep, principal: PrincipalDep) -> MatchResponse:
+def match(body: MatchRequest, session: SessionDep, indexes: IndexesDep, viewer: PublicDep) -> MatchResponse:
     """Rank published achievements (or needs) for a text, with reasons."""
     hits = match_text(
         session=session,
@@ -22,6 +22,6 @@ def match(body: MatchRequest, session: SessionDep, indexes: IndexesDep, principa
         target=body.target,
         k=body.k,
         filters=body.filters,
-        staff=principal.is_staff,
+        viewer=viewer,
     )
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})

@@ -6,23 +6,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import IndexesDep, PrincipalDep, RuntimeDep, SessionDep, WriterDep
+from app.deps import IndexesDep, NeedPublisherDep, PublicDep, RuntimeDep, SessionDep
 from app.errors import PROBLEM_RESPONSES
 from app.runtime import Runtime
 from app.schemas import MatchResponse, NeedOut, NeedPage, NeedWriteOut
 from catalog import service
 from catalog.match import matches_for_need
 from catalog.schemas import NeedCreate, NeedUpdate
-from core.errors import NotFound
 from models.tables import ListingStatus, Need, Visibility
 
 router = APIRouter(prefix="/api/v1/needs", tags=["needs"], responses=PROBLEM_RESPONSES)
 
 
 @router.post("", status_code=201, response_model=NeedWriteOut)
-def create_need(body: NeedCreate, session: SessionDep, runtime: RuntimeDep, _: WriterDep) -> NeedWriteOut:
+def create_need(body: NeedCreate, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep) -> NeedWriteOut:
     """Publish a need; `searchable` says whether matching sees it yet (normally within a second)."""
-    written = service.create_need(session=session, data=body)
+    written = service.create_need(session=session, data=body, actor=actor)
     session.commit()
     return _written(runtime, written)
 
@@ -30,7 +29,7 @@ def create_need(body: NeedCreate, session: SessionDep, runtime: RuntimeDep, _: W
 @router.get("", response_model=NeedPage)
 def list_needs(
     session: SessionDep,
-    principal: PrincipalDep,
+    viewer: PublicDep,
     page: Annotated[int, Query(ge=1)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
     status: ListingStatus | None = None,
@@ -40,37 +39,34 @@ def list_needs(
     source: str | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
 ) -> NeedPage:
-    """A page of needs; without staff rights only published public ones."""
-    if not principal.is_staff:
-        status, visibility = ListingStatus.published, Visibility.public
+    """A page of needs: published public ones, your organisation's own, and everything for staff."""
     filters = {"status": status, "field": field, "region": region, "visibility": visibility, "source": source}
-    got = service.list_needs(session=session, page=page, page_size=page_size, filters=filters, query=q)
+    got = service.list_needs(session=session, page=page, page_size=page_size, filters=filters, query=q, viewer=viewer)
     return NeedPage(
         items=[NeedOut.model_validate(r) for r in got.items], total=got.total, page=got.page, page_size=got.page_size
     )
 
 
 @router.get("/{need_id}", response_model=NeedOut)
-def get_need(need_id: int, session: SessionDep, principal: PrincipalDep) -> NeedOut:
-    """One need."""
-    row = service.get_need(session=session, need_id=need_id)
-    if not principal.is_staff and not service.visible_to_public(row):
-        raise NotFound(f"need {need_id} not found")
-    return NeedOut.model_validate(row)
+def get_need(need_id: int, session: SessionDep, viewer: PublicDep) -> NeedOut:
+    """One need (a private need is not found but by its own organisation and staff)."""
+    return NeedOut.model_validate(service.get_need(session=session, need_id=need_id, viewer=viewer))
 
 
 @router.patch("/{need_id}", response_model=NeedWriteOut)
-def update_need(need_id: int, body: NeedUpdate, session: SessionDep, runtime: RuntimeDep, _: WriterDep) -> NeedWriteOut:
+def update_need(
+    need_id: int, body: NeedUpdate, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep
+) -> NeedWriteOut:
     """Change a need; the index follows."""
-    written = service.update_need(session=session, need_id=need_id, data=body)
+    written = service.update_need(session=session, need_id=need_id, data=body, actor=actor)
     session.commit()
     return _written(runtime, written)
 
 
 @router.post("/{need_id}/withdraw", response_model=NeedWriteOut)
-def withdraw_need(need_id: int, session: SessionDep, runtime: RuntimeDep, _: WriterDep) -> NeedWriteOut:
+def withdraw_need(need_id: int, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep) -> NeedWriteOut:
     """Withdraw a need from matching."""
-    written = service.withdraw_need(session=session, need_id=need_id)
+    written = service.withdraw_need(session=session, need_id=need_id, actor=actor)
     session.commit()
     return _written(runtime, written)
 
@@ -80,11 +76,11 @@ def need_matches(
     need_id: int,
     session: SessionDep,
     indexes: IndexesDep,
-    principal: PrincipalDep,
+    viewer: PublicDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> MatchResponse:
     """The best achievements for this need, explained."""
-    hits = matches_for_need(session=session, indexes=indexes, need_id=need_id, k=k, staff=principal.is_staff)
+    hits = matches_for_need(session=session, indexes=indexes, need_id=need_id, k=k, viewer=viewer)
     return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})
 
 

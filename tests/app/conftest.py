@@ -38,3 +38,48 @@ def runtime(tmp_path_factory: pytest.TempPathFactory, embedder: object) -> Itera
 def client(runtime: Runtime) -> Iterator[TestClient]:
     with TestClient(create_app(runtime=runtime), raise_server_exceptions=False) as c:
         yield c
+
+
+PASSWORD = "correct horse battery"
+
+
+def sign_up(client: TestClient, username: str, role: str, organisation_id: int | None = None, **extra: object) -> dict:
+    """A user made by the admin, then signed in: its id, token and auth headers."""
+    body = {"username": username, "password": PASSWORD, "role": role, "organisation_id": organisation_id, **extra}
+    r = client.post("/api/v1/users", json=body, headers=STAFF)
+    assert r.status_code == 201, r.text
+    t = client.post("/api/v1/tokens", json={"username": username, "password": PASSWORD})
+    assert t.status_code == 201, t.text
+    return {
+        "id": r.json()["id"],
+        "token": t.json()["token"],
+        "headers": {"Authorization": f"Bearer {t.json()['token']}"},
+    }
+
+
+def organisation(client: TestClient, name: str, kind: str) -> int:
+    r = client.post("/api/v1/organisations", json={"name": name, "kind": kind}, headers=STAFF)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def people(client: TestClient) -> dict[str, dict]:
+    """One user per role (two enterprises), each with a live token; org ids under "orgs"."""
+    orgs = {
+        "ent_a": organisation(client, "甲科技有限公司", "enterprise"),
+        "ent_b": organisation(client, "乙制造股份公司", "enterprise"),
+        "uni": organisation(client, "某某大学", "university"),
+        "agency": organisation(client, "技术转移中心", "agency"),
+    }
+    out: dict[str, dict] = {
+        "enterprise": sign_up(client, "ent-a", "enterprise", orgs["ent_a"]),
+        "enterprise_b": sign_up(client, "ent-b", "enterprise", orgs["ent_b"]),
+        "university": sign_up(client, "uni-1", "university", orgs["uni"]),
+        "agency": sign_up(client, "agency-1", "agency", orgs["agency"]),
+        "expert": sign_up(client, "expert-1", "expert", expertise="膜分离 海水淡化"),
+        "staff": sign_up(client, "staff-1", "staff"),
+        "admin": sign_up(client, "admin-1", "admin"),
+    }
+    out["orgs"] = orgs
+    return out

@@ -195,3 +195,38 @@ def test_pull_feed_then_pull_again_resumes_and_indexes(
     assert state.requests == [None, "2", "3"], "the second pull starts from the stored cursor"
     db_ids, index_ids = _db_and_index_ids(tmp_path, fresh_database_url, embedder)
     assert db_ids == index_ids and len(db_ids) == 4
+
+
+def test_users_create_makes_a_user_who_can_sign_in(tmp_path: Path, fresh_database_url: str) -> None:
+    from accounts.passwords import verify_password
+    from models.tables import AuditEntry, User
+
+    env = _env(tmp_path, fresh_database_url)
+    org = json.loads(_techmatch(env, "users", "org", "--name", "某某研究院", "--kind", "research_institute").stdout)
+    env["TECHMATCH_NEW_PASSWORD"] = "a long enough secret"
+    made = _techmatch(
+        env, "users", "create", "--username", "tto-1", "--role", "university", "--organisation-id", str(org["id"])
+    )
+    assert json.loads(made.stdout)["role"] == "university"
+    # A bad row is refused with the field and the reason, and nothing is written.
+    bad = _techmatch(
+        env,
+        "users",
+        "create",
+        "--username",
+        "tto-2",
+        "--role",
+        "enterprise",
+        "--organisation-id",
+        str(org["id"]),
+        check=False,
+    )
+    assert bad.returncode == 2 and "organisation_id" in bad.stderr
+    engine = make_engine(fresh_database_url)
+    with make_sessionmaker(engine)() as session:
+        users = session.scalars(select(User)).all()
+        assert [u.username for u in users] == ["tto-1"]
+        assert verify_password(users[0].password_hash, "a long enough secret")
+        actors = {(e.action, e.actor) for e in session.scalars(select(AuditEntry)).all()}
+        assert ("user.create", "cli") in actors and ("organisation.create", "cli") in actors
+    engine.dispose()

@@ -1,0 +1,1 @@
+"""People, organisations, roles, tokens and the audit log."""

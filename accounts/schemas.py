@@ -1,0 +1,44 @@
+"""Validated input for organisations, users and tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from accounts.passwords import MIN_LENGTH
+from models.tables import OrgKind, Role
+
+Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
+Password = Annotated[str, Field(min_length=MIN_LENGTH, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class OrganisationCreate(_Strict):
+    """A new organisation (enterprise, university, institute, new R&D institution or agency)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: OrgKind
+    region: str | None = Field(default=None, max_length=100)
+    in_weihai: bool = False
+
+
+class UserCreate(_Strict):
+    """A new user; enterprise, university and agency users belong to an organisation of their kind."""
+
+    username: Username
+    password: Password
+    role: Role
+    organisation_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    display_name: str = Field(default="", max_length=200)
+    expertise: str = Field(default="", max_length=5000)
+
+
+class TokenRequest(_Strict):
+    """Username and password, exchanged for a bearer token."""
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=200)

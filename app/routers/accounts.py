@@ -1,0 +1,94 @@
+"""Organisations, users and bearer tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+
+from accounts import service
+from accounts.schemas import OrganisationCreate, TokenRequest, UserCreate
+from app.deps import AdminDep, PublicDep, SessionDep, SettingsDep, SignedInDep, StaffDep
+from app.errors import PROBLEM_RESPONSES
+from app.schemas import OrganisationOut, TokenOut, UserOut
+from core.errors import TooManyRequests, Unauthorized
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("/organisations", status_code=201, response_model=OrganisationOut)
+def create_organisation(body: OrganisationCreate, session: SessionDep, actor: StaffDep) -> OrganisationOut:
+    """Register an organisation (staff)."""
+    org = service.create_organisation(session=session, data=body, actor=actor)
+    return OrganisationOut.model_validate(org)
+
+
+@router.get("/organisations", response_model=list[OrganisationOut])
+def list_organisations(session: SessionDep, _: SignedInDep) -> list[OrganisationOut]:
+    """Every organisation (signed-in users)."""
+    return [OrganisationOut.model_validate(o) for o in service.list_organisations(session=session)]
+
+
+@router.get("/organisations/{organisation_id}", response_model=OrganisationOut)
+def get_organisation(organisation_id: int, session: SessionDep, _: SignedInDep) -> OrganisationOut:
+    """One organisation (signed-in users)."""
+    return OrganisationOut.model_validate(service.get_organisation(session=session, organisation_id=organisation_id))
+
+
+@router.post("/users", status_code=201, response_model=UserOut)
+def create_user(body: UserCreate, session: SessionDep, actor: AdminDep) -> UserOut:
+    """Create a user (admin); the password is stored as an argon2id hash."""
+    return UserOut.model_validate(service.create_user(session=session, data=body, actor=actor))
+
+
+@router.get("/users", response_model=list[UserOut])
+def list_users(session: SessionDep, _: AdminDep) -> list[UserOut]:
+    """Every user (admin)."""
+    return [UserOut.model_validate(u) for u in service.list_users(session=session)]
+
+
+@router.get("/users/me", response_model=UserOut | None)
+def who_am_i(session: SessionDep, principal: SignedInDep) -> UserOut | None:
+    """The signed-in user (null for the bootstrap admin token, which is no user)."""
+    if principal.user_id is None:
+        return None
+    return UserOut.model_validate(service.get_user(session=session, user_id=principal.user_id))
+
+
+@router.post("/tokens", status_code=201, response_model=TokenOut)
+def create_token(
+    body: TokenRequest, request: Request, session: SessionDep, settings: SettingsDep, _: PublicDep
+) -> TokenOut:
+    """Exchange a username and password for a bearer token (shown once); failed attempts are rate-limited."""
+    client = request.client.host if request.client else None
+    window = timedelta(seconds=settings.login_window_seconds)
+    outcome = service.login(
+        session=session,
+        username=body.username,
+        password=body.password,
+        max_failures=settings.login_max_failures,
+        window=window,
+        client=client,
+    )
+    if outcome.user is None:
+        session.commit()  # the failed attempt stays on record (it is what the rate limit counts)
+        if outcome.reason == "rate_limited":
+            raise TooManyRequests(
+                f"too many failed logins for {body.username!r}; try again later",
+                extra={"retry_after_seconds": int(window.total_seconds())},
+            )
+        raise Unauthorized("wrong username or password")
+    token, expires_at = service.issue_token(
+        session=session, user=outcome.user, ttl=timedelta(hours=settings.token_ttl_hours)
+    )
+    return TokenOut(token=token, expires_at=expires_at, token_type="bearer", role=outcome.user.role)
+
+
+@router.post("/tokens/revoke", status_code=204)
+def revoke_token(
+    session: SessionDep, principal: SignedInDep, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Revoke the bearer token this request carries (log out)."""
+    token = (authorization or "").partition(" ")[2]
+    service.revoke_token(session=session, token=token, actor=principal)
