@@ -107,6 +107,13 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 IndexesDep = Annotated[Indexes, Depends(get_indexes)]
 FollowerDep = Annotated[IndexFollower, Depends(get_follower)]
+def _open_to_all() -> None:
+    """The policy of a route that needs no caller at all (no runtime either: a pure calculator)."""
+
+
+_open_to_all.policy = PUBLIC  # type: ignore[attr-defined]
+OpenDep = Annotated[None, Depends(_open_to_all)]
+
 # Route policies (accounts/policy.py): every route takes exactly one of these.
 PublicDep = Annotated[Principal, allow(PUBLIC, "everyone")]
 SignedInDep = Annotated[Principal, allow(SIGNED_IN, "signed-in users")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import PublicDep
+from app.deps import OpenDep
 from app.errors import PROBLEM_RESPONSES
 from subsidy import service
 from subsidy.schemas import EvaluateRequest, EvaluateResponse
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1/subsidies", tags=["subsidies"])
     responses={422: PROBLEM_RESPONSES[422]},
     summary="Evaluate subsidies for one year",
 )
-def evaluate_subsidies(body: EvaluateRequest, _: PublicDep) -> EvaluateResponse:
+def evaluate_subsidies(body: EvaluateRequest, _: OpenDep) -> EvaluateResponse:
     """Every item each party is entitled to, one per (measure, party), with a trace; and every rejection."""
     # A calculator over the request alone (no stored data): open to everyone, like the policy text it applies.
     return service.evaluate(request=body)
