@@ -107,6 +107,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 IndexesDep = Annotated[Indexes, Depends(get_indexes)]
 FollowerDep = Annotated[IndexFollower, Depends(get_follower)]
+
+
 def _open_to_all() -> None:
     """The policy of a route that needs no caller at all (no runtime either: a pure calculator)."""
 
