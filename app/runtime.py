@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog.follower import IndexFollower
 from catalog.indexing import Indexes, Target
 from core.settings import Settings
-from matching.index import SearchIndex, engine_tuning, index_class, tuning_from_settings
+from matching.index import SearchIndex, engine_tuning, index_class, ranker_version, tuning_from_settings
 from matching.maxscore import warm_up
+from matching.text import default_segmenter
 from models.db import make_engine, make_sessionmaker, migrate
 
 log = logging.getLogger("techmatch")
@@ -31,6 +32,8 @@ class Runtime:
     embedder: Any
     indexes: Indexes
     follower: IndexFollower
+    # The served ranking configuration's id (matching.index.ranker_version): in every match answer and review round.
+    ranker_version: str = "unknown"
 
     def close(self) -> None:
         """Stop following the feed, give the index lease up, stop merges, release the database pool."""
@@ -55,6 +58,20 @@ def load_embedder(settings: Settings) -> Any:
     )
 
 
+def _warm_up(embedder: Any) -> None:
+    """Pay the process's one-off costs now, not on its first write or query.
+
+    jieba's dictionary (~1 s), the encoder's first run and BM25's compiled kernels would otherwise all land on the
+    first request: a first write then took ~1 s to become searchable on an idle machine, and over the 2 s it may
+    wait on a busy one.
+    """
+    warm_up()
+    default_segmenter().words("预热 warm-up")
+    for encode in (getattr(embedder, "encode_queries", None), getattr(embedder, "encode_passages", None)):
+        if encode is not None:
+            encode(["预热 warm-up"])
+
+
 def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool = True) -> Runtime:
     """Migrate the DB, load the model, open the indexes and bring them level with the change feed.
 
@@ -66,7 +83,7 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
     migrate(engine)
     factory = make_sessionmaker(engine)
     embedder = embedder if embedder is not None else load_embedder(settings)
-    warm_up()  # BM25's compiled kernels: loaded now, not on the first query
+    _warm_up(embedder)
     tuning = tuning_from_settings(settings) | engine_tuning(settings)
     engine_class = index_class(settings)
 
@@ -89,6 +106,7 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
         embedder=embedder,
         indexes=indexes,
         follower=follower,
+        ranker_version=ranker_version(tuning, model=str(getattr(embedder, "name", type(embedder).__name__))),
     )
     if sync:
         report = follower.catch_up()

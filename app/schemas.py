@@ -95,6 +95,8 @@ class MatchResult(BaseModel):
 
 class MatchResponse(BaseModel):
     results: list[MatchResult]
+    # The ranking configuration that produced these results (weights, model, knobs): grades are kept per version.
+    ranker_version: str
 
 
 class OrganisationOut(_Out):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -88,8 +89,10 @@ class SearchIndex(Protocol):
         k: int = 10,
         filters: Mapping[str, str] | None = None,
         exclude_ids: Collection[int] = (),
+        fusion: FusionConfig | None = None,
     ) -> list[Hit]:
-        """Top-k documents for a free-text query, best first, with reasons."""
+        """Top-k documents for a free-text query, best first, with reasons; `fusion` overrides the index's own (a
+        single signal's weight alone ranks by that signal: review pooling asks each signal for its own list)."""
         ...
 
     def apply(self, upserts: Sequence[Document], removals: Sequence[int], *, seq: int) -> SyncReport:
@@ -899,3 +902,21 @@ def tuning_from_settings(settings: Settings) -> dict[str, Any]:
         "hnsw_ef_search": settings.hnsw_ef_search,
         "max_stale_fraction": settings.hnsw_max_stale_fraction,
     }
+
+
+# The settings that decide a ranking (HNSW's knobs only approximate the same ranking, so they are left out).
+_RANKING_KEYS = ("fusion", "candidate_depth", "title_boost", "title_vector_weight", "k1", "b")
+
+
+def ranker_version(tuning: Mapping[str, Any], *, model: str) -> str:
+    """A short stable id of a ranking configuration (weights, fusion, BM25 knobs, query shaping, embedding model).
+
+    Every match answer carries it and every review round records it, so grades measure the ranker that produced the
+    list: change any weight or the model and the id changes.
+    """
+    parts = {key: tuning.get(key) for key in _RANKING_KEYS}
+    fusion = parts["fusion"]
+    if isinstance(fusion, FusionConfig):
+        parts["fusion"] = dataclasses.asdict(fusion)
+    blob = json.dumps({"model": model, **parts}, sort_keys=True, default=str)
+    return "hybrid-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]

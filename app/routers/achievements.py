@@ -90,12 +90,15 @@ def achievement_matches(
     achievement_id: int,
     session: SessionDep,
     indexes: IndexesDep,
+    runtime: RuntimeDep,
     viewer: PublicDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> MatchResponse:
     """The best needs for this achievement, explained."""
     hits = matches_for_achievement(session=session, indexes=indexes, achievement_id=achievement_id, k=k, viewer=viewer)
-    return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})
+    return MatchResponse.model_validate(
+        {"results": [h.__dict__ for h in hits], "ranker_version": runtime.ranker_version}
+    )
 
 
 def _written(runtime: Runtime, written: service.Written[Achievement]) -> AchievementWriteOut:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import IndexesDep, PublicDep, SessionDep
+from app.deps import IndexesDep, PublicDep, RuntimeDep, SessionDep
 from app.errors import PROBLEM_RESPONSES
 from app.schemas import MatchRequest, MatchResponse
 from catalog.match import match_text
@@ -13,7 +13,9 @@ router = APIRouter(prefix="/api/v1", tags=["match"], responses=PROBLEM_RESPONSES
 
 
 @router.post("/match", response_model=MatchResponse)
-def match(body: MatchRequest, session: SessionDep, indexes: IndexesDep, viewer: PublicDep) -> MatchResponse:
+def match(
+    body: MatchRequest, session: SessionDep, indexes: IndexesDep, runtime: RuntimeDep, viewer: PublicDep
+) -> MatchResponse:
     """Rank published achievements (or needs) for a text, with reasons."""
     hits = match_text(
         session=session,
@@ -24,4 +26,6 @@ def match(body: MatchRequest, session: SessionDep, indexes: IndexesDep, viewer: 
         filters=body.filters,
         viewer=viewer,
     )
-    return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})
+    return MatchResponse.model_validate(
+        {"results": [h.__dict__ for h in hits], "ranker_version": runtime.ranker_version}
+    )

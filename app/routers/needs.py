@@ -76,12 +76,15 @@ def need_matches(
     need_id: int,
     session: SessionDep,
     indexes: IndexesDep,
+    runtime: RuntimeDep,
     viewer: PublicDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> MatchResponse:
     """The best achievements for this need, explained."""
     hits = matches_for_need(session=session, indexes=indexes, need_id=need_id, k=k, viewer=viewer)
-    return MatchResponse.model_validate({"results": [h.__dict__ for h in hits]})
+    return MatchResponse.model_validate(
+        {"results": [h.__dict__ for h in hits], "ranker_version": runtime.ranker_version}
+    )
 
 
 def _written(runtime: Runtime, written: service.Written[Need]) -> NeedWriteOut:
