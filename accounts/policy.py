@@ -18,6 +18,8 @@ STAFF = frozenset({Role.staff, Role.admin})
 ADMIN = frozenset({Role.admin})
 NEED_PUBLISHERS = frozenset({Role.enterprise, Role.staff, Role.admin})  # 企业 publish needs
 ACHIEVEMENT_PUBLISHERS = frozenset({Role.university, Role.staff, Role.admin})  # 高校院所 publish achievements
+# Only experts grade (评审专家): staff open, watch and adjudicate rounds, but a grade is an expert's judgement.
+EXPERTS = frozenset({Role.expert})
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from accounts.policy import (
     ACHIEVEMENT_PUBLISHERS,
     ADMIN,
     BOOTSTRAP_ADMIN,
+    EXPERTS,
     NEED_PUBLISHERS,
     PUBLIC,
     SIGNED_IN,
@@ -123,3 +124,4 @@ StaffDep = Annotated[Principal, allow(STAFF, "staff")]
 AdminDep = Annotated[Principal, allow(ADMIN, "admins")]
 NeedPublisherDep = Annotated[Principal, allow(NEED_PUBLISHERS, "enterprises and staff")]
 AchievementPublisherDep = Annotated[Principal, allow(ACHIEVEMENT_PUBLISHERS, "universities, institutes and staff")]
+ExpertDep = Annotated[Principal, allow(EXPERTS, "experts")]

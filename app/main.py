@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import errors
-from app.routers import accounts, achievements, audit, health, match, needs, subsidies
+from app.routers import accounts, achievements, audit, health, match, needs, review, subsidies
 from app.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
 
@@ -48,6 +48,7 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         match.router,
         subsidies.router,
         audit.router,
+        review.router,
     ):
         app.include_router(router)
     return app

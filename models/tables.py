@@ -1,5 +1,5 @@
 """The tables: organisations, users and their tokens, the audit log, needs, achievements, the listing change feed,
-ingest runs and their per-row errors."""
+ingest runs and their per-row errors, expert review rounds and the graded pairs ranking learns from."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -275,3 +276,121 @@ class ListingChange(Base):
     kind: Mapped[IngestKind] = mapped_column(_enum(IngestKind, "ingest_kind"))
     row_id: Mapped[int] = mapped_column(Integer)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RoundStatus(enum.StrEnum):
+    open = "open"
+    closed = "closed"
+
+
+class ReviewReason(enum.StrEnum):
+    """Why a pair is weak, in the expert's words (optional beside the grade); push responses use the same codes."""
+
+    not_relevant = "not_relevant"  # 不相关
+    too_early_stage = "too_early_stage"  # 成果阶段过早
+    benefit_unclear = "benefit_unclear"  # 效益不明确
+    route_to_market_unclear = "route_to_market_unclear"  # 转化路径不清晰
+    description_unclear = "description_unclear"  # 描述不清
+    duplicate = "duplicate"  # 重复
+
+
+class GradeSource(enum.StrEnum):
+    """Where a graded pair came from."""
+
+    benchmark = "benchmark"  # benchmark A's dev qrels (techmatch grades import)
+    review = "review"  # an expert review round's merged grade (专家论证)
+    push = "push"  # a pushed lead's coded response (定向推送)
+
+
+class ReviewRound(Base):
+    """A round of expert review (专家论证) over a set of needs: pooled pairs, blind, assigned to experts."""
+
+    __tablename__ = "review_rounds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[RoundStatus] = mapped_column(_enum(RoundStatus, "round_status"), default=RoundStatus.open)
+    depth: Mapped[int] = mapped_column(Integer)
+    judges_per_pair: Mapped[int] = mapped_column(Integer)
+    max_load: Mapped[int | None] = mapped_column(Integer)
+    # The served ranker's version when the round was pooled: the hybrid run below is this ranker's.
+    ranker_version: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewPair(Base):
+    """One (need, achievement) pair a round judges; `grade` is the merged grade once its judges agree or staff
+    adjudicate, `disputed` while their grades differ by 2 or more and nobody has adjudicated."""
+
+    __tablename__ = "review_pairs"
+    __table_args__ = (UniqueConstraint("round_id", "need_id", "achievement_id", name="uq_review_pairs_round_pair"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("review_rounds.id", ondelete="CASCADE"), index=True)
+    need_id: Mapped[int] = mapped_column(ForeignKey("needs.id"))
+    achievement_id: Mapped[int] = mapped_column(ForeignKey("achievements.id"))
+    grade: Mapped[int | None] = mapped_column(Integer)
+    disputed: Mapped[bool] = mapped_column(Boolean, default=False)
+    adjudicated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    adjudicated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    need: Mapped[Need] = relationship(lazy="joined")
+    achievement: Mapped[Achievement] = relationship(lazy="joined")
+
+
+class ReviewRun(Base):
+    """What one ranker returned for one need when the round was pooled (never shown to experts): the run its
+    metrics are computed from."""
+
+    __tablename__ = "review_runs"
+    __table_args__ = (Index("ix_review_runs_round_ranker", "round_id", "ranker"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("review_rounds.id", ondelete="CASCADE"))
+    ranker: Mapped[str] = mapped_column(String(64))  # hybrid, bm25-words, bm25-chars, dense
+    need_id: Mapped[int] = mapped_column(ForeignKey("needs.id"))
+    achievement_id: Mapped[int] = mapped_column(ForeignKey("achievements.id"))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+
+
+class ReviewItem(Base):
+    """One pair assigned to one expert, and their grade: 0-3, or can't judge, with an optional reason code."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        UniqueConstraint("pair_id", "expert_id", name="uq_review_items_pair_expert"),
+        Index("ix_review_items_expert_graded", "expert_id", "graded_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("review_rounds.id", ondelete="CASCADE"), index=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("review_pairs.id", ondelete="CASCADE"))
+    expert_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    grade: Mapped[int | None] = mapped_column(Integer)
+    cant_judge: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[ReviewReason | None] = mapped_column(_enum(ReviewReason, "review_reason"))
+    graded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    pair: Mapped[ReviewPair] = relationship(lazy="joined")
+
+
+class GradedPair(Base):
+    """A labelled need → achievement pair, whatever it came from: what ranking is measured on and learns from."""
+
+    __tablename__ = "graded_pairs"
+    __table_args__ = (
+        UniqueConstraint("source", "batch", "need_id", "achievement_id", name="uq_graded_pairs_source_batch_pair"),
+        Index("ix_graded_pairs_need", "need_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    need_id: Mapped[int] = mapped_column(ForeignKey("needs.id"))
+    achievement_id: Mapped[int] = mapped_column(ForeignKey("achievements.id"))
+    grade: Mapped[int] = mapped_column(Integer)  # 0 unrelated … 3 directly solves the need
+    source: Mapped[GradeSource] = mapped_column(_enum(GradeSource, "grade_source"))
+    batch: Mapped[str] = mapped_column(String(100))  # "round-<id>", a push batch, an import's name
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("review_rounds.id"))
+    ranker_version: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,151 @@
+"""Expert review (专家论证): rounds (staff), the expert's queue and grades, adjudication, metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.deps import ExpertDep, RuntimeDep, SessionDep, StaffDep
+from app.errors import PROBLEM_RESPONSES
+from models.tables import ReviewRound
+from workflow.review import service
+from workflow.review.schemas import (
+    AchievementView,
+    AdjudicateIn,
+    GradeIn,
+    GradeOut,
+    NeedView,
+    PairOut,
+    Queue,
+    QueueItem,
+    RoundCreate,
+    RoundCreated,
+    RoundReport,
+    RoundSummary,
+)
+
+router = APIRouter(prefix="/api/v1/review", tags=["review"], responses=PROBLEM_RESPONSES)
+
+
+@router.post("/rounds", status_code=201, response_model=RoundCreated)
+def open_round(body: RoundCreate, session: SessionDep, runtime: RuntimeDep, actor: StaffDep) -> RoundCreated:
+    """Open a round over needs: pool the rankers' top `depth`, assign each pair to experts (staff)."""
+    opened = service.open_round(
+        session=session,
+        indexes=runtime.indexes,
+        embedder=runtime.embedder,
+        data=body,
+        ranker_version=runtime.ranker_version,
+        actor=actor,
+    )
+    return RoundCreated(
+        id=opened.round.id,
+        name=opened.round.name,
+        pairs=opened.pairs,
+        assignments=opened.assignments,
+        ranker_version=opened.round.ranker_version,
+    )
+
+
+@router.get("/rounds", response_model=list[RoundSummary])
+def list_rounds(session: SessionDep, _: StaffDep) -> list[RoundSummary]:
+    """Every round, newest first, with progress and each ranker's figures: the trend over time (staff)."""
+    return [
+        RoundSummary(
+            id=r.id,
+            name=r.name,
+            status=r.status,
+            created_at=r.created_at,
+            ranker_version=r.ranker_version,
+            progress=service.progress(session=session, round_id=r.id),
+            metrics=service.metrics(session=session, review=r),
+        )
+        for r in service.list_rounds(session=session)
+    ]
+
+
+@router.get("/rounds/{round_id}", response_model=RoundReport)
+def round_report(round_id: int, session: SessionDep, _: StaffDep) -> RoundReport:
+    """Progress, agreement (Krippendorff's alpha), disputed pairs and each ranker's nDCG@10 / Recall@50 (staff)."""
+    review = service.get_round(session=session, round_id=round_id)
+    return _report(session, review)
+
+
+@router.post("/rounds/{round_id}/close", response_model=RoundReport)
+def close_round(round_id: int, session: SessionDep, actor: StaffDep) -> RoundReport:
+    """Stop taking grades (staff)."""
+    review = service.close_round(session=session, round_id=round_id, actor=actor)
+    return _report(session, review)
+
+
+@router.get("/queue", response_model=Queue)
+def queue(session: SessionDep, expert: ExpertDep) -> Queue:
+    """This expert's ungraded items, blind, with the grading scale and reason codes."""
+    items = service.queue(session=session, expert=expert)
+    return Queue(
+        items=[
+            QueueItem(
+                id=i.id,
+                round_id=i.round_id,
+                need=NeedView(id=i.pair.need.id, title=i.pair.need.title, description=i.pair.need.description),
+                achievement=AchievementView(
+                    id=i.pair.achievement.id, title=i.pair.achievement.title, abstract=i.pair.achievement.abstract
+                ),
+            )
+            for i in items
+        ]
+    )
+
+
+@router.post("/items/{item_id}/grade", response_model=GradeOut)
+def grade(item_id: int, body: GradeIn, session: SessionDep, expert: ExpertDep) -> GradeOut:
+    """Grade an item of your own queue: 0-3, or cant_judge, with an optional reason code."""
+    item = service.grade(session=session, item_id=item_id, data=body, expert=expert)
+    return GradeOut(
+        id=item.id,
+        round_id=item.round_id,
+        grade=item.grade,
+        cant_judge=item.cant_judge,
+        reason=item.reason,
+        graded_at=item.graded_at,
+    )
+
+
+@router.post("/pairs/{pair_id}/adjudicate", response_model=PairOut)
+def adjudicate(pair_id: int, body: AdjudicateIn, session: SessionDep, actor: StaffDep) -> PairOut:
+    """Settle a pair with the grade that stands (staff): disputed pairs wait for this."""
+    pair = service.adjudicate(session=session, pair_id=pair_id, grade_value=body.grade, actor=actor)
+    return PairOut(
+        id=pair.id,
+        round_id=pair.round_id,
+        need_id=pair.need_id,
+        achievement_id=pair.achievement_id,
+        grade=pair.grade,
+        disputed=pair.disputed,
+    )
+
+
+def _report(session: SessionDep, review: ReviewRound) -> RoundReport:
+    return RoundReport(
+        id=review.id,
+        name=review.name,
+        status=review.status,
+        created_at=review.created_at,
+        ranker_version=review.ranker_version,
+        depth=review.depth,
+        judges_per_pair=review.judges_per_pair,
+        progress=service.progress(session=session, round_id=review.id),
+        agreement=service.agreement(session=session, round_id=review.id),
+        disputed=[
+            PairOut(
+                id=p.id,
+                round_id=p.round_id,
+                need_id=p.need_id,
+                achievement_id=p.achievement_id,
+                grade=p.grade,
+                disputed=p.disputed,
+                grades=grades,
+            )
+            for p, grades in service.disputed_pairs(session=session, round_id=review.id)
+        ],
+        metrics=service.metrics(session=session, review=review),
+    )
