@@ -37,3 +37,15 @@ def test_each_test_starts_empty(db_session, round_: int) -> None:
     db_session.add(Organisation(name="威海某公司", kind=OrgKind.enterprise, in_weihai=True))
     db_session.commit()
     assert db_session.scalar(select(func.count()).select_from(Organisation)) == 1
+
+
+def test_the_migrations_build_exactly_the_tables_the_models_declare(engine) -> None:
+    """A column or index added to models/tables.py without a migration fails here (autogenerate finds no diff)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from models.base import Base
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from app.deps import ExpertDep, RuntimeDep, SessionDep, StaffDep
 from app.errors import PROBLEM_RESPONSES
@@ -78,10 +80,11 @@ def close_round(round_id: int, session: SessionDep, actor: StaffDep) -> RoundRep
 
 
 @router.get("/queue", response_model=Queue)
-def queue(session: SessionDep, expert: ExpertDep) -> Queue:
-    """This expert's ungraded items, blind, with the grading scale and reason codes."""
-    items = service.queue(session=session, expert=expert)
+def queue(session: SessionDep, expert: ExpertDep, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Queue:
+    """This expert's ungraded items (the first `limit`), blind, with the grading scale and reason codes."""
+    items, remaining = service.queue(session=session, expert=expert, limit=limit)
     return Queue(
+        remaining=remaining,
         items=[
             QueueItem(
                 id=i.id,
@@ -92,7 +95,7 @@ def queue(session: SessionDep, expert: ExpertDep) -> Queue:
                 ),
             )
             for i in items
-        ]
+        ],
     )
 
 

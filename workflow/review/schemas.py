@@ -102,6 +102,7 @@ class QueueItem(BaseModel):
 
 class Queue(BaseModel):
     items: list[QueueItem]
+    remaining: int  # ungraded items in all; `items` is the first page of them
     scale: dict[int, str] = GRADE_SCALE
     reasons: dict[str, str] = REASONS
 

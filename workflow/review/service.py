@@ -243,11 +243,12 @@ def close_round(*, session: Session, round_id: int, actor: Principal) -> ReviewR
     return review
 
 
-def queue(*, session: Session, expert: Principal, limit: int = 200) -> list[ReviewItem]:
-    """This expert's ungraded items in open rounds, oldest round first (blind: pairs only, no ranker)."""
+def queue(*, session: Session, expert: Principal, limit: int = 100) -> tuple[list[ReviewItem], int]:
+    """The first `limit` of this expert's ungraded items in open rounds, oldest round first (blind: pairs only, no
+    ranker), and how many there are in all."""
     if expert.user_id is None:
-        return []
-    stmt = (
+        return [], 0
+    waiting = (
         select(ReviewItem)
         .join(ReviewRound, ReviewRound.id == ReviewItem.round_id)
         .where(
@@ -255,10 +256,10 @@ def queue(*, session: Session, expert: Principal, limit: int = 200) -> list[Revi
             ReviewItem.graded_at.is_(None),
             ReviewRound.status == RoundStatus.open,
         )
-        .order_by(ReviewItem.round_id, ReviewItem.id)
-        .limit(limit)
     )
-    return list(session.scalars(stmt).unique().all())
+    total = session.scalar(select(func.count()).select_from(waiting.subquery())) or 0
+    items = session.scalars(waiting.order_by(ReviewItem.round_id, ReviewItem.id).limit(limit)).unique().all()
+    return list(items), int(total)
 
 
 def grade(*, session: Session, item_id: int, data: GradeIn, expert: Principal) -> ReviewItem:
