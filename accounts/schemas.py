@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from accounts.passwords import MIN_LENGTH
+from models.base import storable
 from models.tables import OrgKind, Role
 
 Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
@@ -15,6 +16,11 @@ Password = Annotated[str, Field(min_length=MIN_LENGTH, max_length=200)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        return storable(v)
 
 
 class OrganisationCreate(_Strict):

@@ -261,8 +261,19 @@ def demo(
 def eval_(
     benchmark: Annotated[list[str] | None, typer.Option("--benchmark", "-b", help="A and/or B")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    qrels: Annotated[
+        str,
+        typer.Option(
+            "--qrels", help="benchmarks (A-dev and B from ../shared) or reviews (the experts' merged grades in the DB)"
+        ),
+    ] = "benchmarks",
 ) -> None:
-    """Benchmarks A-dev and B: nDCG@10, Recall@50, pool nDCG@10 for hybrid, BM25-only and dense-only."""
+    """Benchmarks A-dev and B (nDCG@10, Recall@50, pool nDCG@10), or the serving rankers on the experts' grades."""
+    if qrels == "reviews":
+        _eval_reviews(as_json=as_json)
+        return
+    if qrels != "benchmarks":
+        raise typer.BadParameter(f"--qrels must be benchmarks or reviews, not {qrels!r}")
     from app.runtime import load_embedder
     from matching.eval import format_table, run_eval
     from matching.index import tuning_from_settings
@@ -278,6 +289,26 @@ def eval_(
         **tuning_from_settings(settings),
     )
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False) if as_json else format_table(results))
+
+
+def _eval_reviews(*, as_json: bool) -> None:
+    """Today's hybrid and single-signal rankers over the live index, on every merged expert grade."""
+    from models.db import session_scope
+    from workflow.review.service import evaluate_current
+
+    runtime = _runtime()
+    with session_scope(runtime.session_factory) as session:
+        figures = evaluate_current(session=session, indexes=runtime.indexes, ranker_version=runtime.ranker_version)
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2, ensure_ascii=False))
+        return
+    if not figures["queries"]:
+        _fail("no expert grades yet: a need counts once one of its pairs is graded 1 or more")
+    typer.echo(f"expert grades: {figures['pairs']} graded pairs, {figures['queries']} needs")
+    typer.echo(f"{'ranker@version':<34} {'nDCG@10':>8} {'Recall@50':>10} {'judged@10':>10}")
+    for name, values in figures["by_ranker"].items():
+        line = f"{values['ndcg@10']:>8.4f} {values['recall@50']:>10.4f} {values['judged@10']:>10.2f}"
+        typer.echo(f"{name:<34} {line}")
 
 
 def _db_session():  # type: ignore[no-untyped-def]

@@ -6,7 +6,8 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from accounts.policy import (
@@ -24,7 +25,7 @@ from accounts.service import TOKEN_PREFIX, principal_for_token
 from app.runtime import Runtime
 from catalog.follower import IndexFollower
 from catalog.indexing import Indexes
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, InvalidInput, Unauthorized
 from core.settings import Settings
 from models.db import session_scope
 from models.tables import Role
@@ -60,8 +61,22 @@ def get_follower(runtime: RuntimeDep) -> IndexFollower:
     return runtime.follower
 
 
-def get_principal(runtime: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+# Declares the bearer scheme in OpenAPI (Authorization is no parameter there); get_principal reads the header itself,
+# so a malformed one is 401 rather than anonymous.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="The bootstrap admin token, or a user's token from POST /api/v1/tokens.",
+)
+
+
+def get_principal(
+    runtime: RuntimeDep,
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+) -> Principal:
     """Read `Authorization: Bearer <token>`: the admin token or a user's token; a wrong one is 401, none anonymous."""
+    authorization = request.headers.get("authorization")
     if authorization is None:
         return Principal()
     scheme, _, token = authorization.partition(" ")
@@ -80,7 +95,7 @@ def get_principal(runtime: RuntimeDep, authorization: Annotated[str | None, Head
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 # A development server without an admin token lets anonymous callers act as staff (the demo's first command).
-_DEMO = Principal(role=Role.staff, username="demo")
+DEMO = Principal(role=Role.staff, username="demo")
 
 
 def allow(audience: frozenset[str], who: str) -> Any:
@@ -95,7 +110,7 @@ def allow(audience: frozenset[str], who: str) -> Any:
             return principal
         if principal.role is None:
             if runtime.settings.environment == "development" and not runtime.settings.admin_token:
-                return _DEMO
+                return DEMO
             raise Unauthorized(f"this action is for {who}: send a bearer token")
         raise Forbidden(f"this action is for {who}; you are signed in as {principal.role}")
 
@@ -103,6 +118,20 @@ def allow(audience: frozenset[str], who: str) -> Any:
     check.__name__ = f"allow_{who.replace(' ', '_')}"
     return Depends(check)
 
+
+def _storable_query(request: Request) -> None:
+    """Query values the database can compare: PostgreSQL's text cannot hold NUL, so one is invalid input, not a 500."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            raise InvalidInput("text cannot contain NUL (\\x00) characters", field=name)
+
+
+# A router whose string query parameters reach the database declares this (dependencies=[StorableQuery]).
+StorableQuery = Depends(_storable_query)
+
+# Row ids are 32-bit (PostgreSQL INTEGER): a larger one is invalid input (422), not an overflow in the driver (500).
+MAX_ID = 2**31 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

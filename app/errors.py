@@ -62,9 +62,42 @@ def install(app: FastAPI) -> None:
         return problem(500, "Internal error", "an unexpected error occurred; it has been logged", code="internal")
 
 
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or wrong bearer token", "content": {PROBLEM: {}}},
-    404: {"description": "Not found", "content": {PROBLEM: {}}},
-    409: {"description": "Conflict", "content": {PROBLEM: {}}},
-    422: {"description": "Invalid input, naming the field", "content": {PROBLEM: {}}},
+# What every problem answer looks like (RFC 9457, plus the stable `code` and the offending `field`); some carry more
+# members (`errors` for invalid input, `retry_after_seconds` for too many logins).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "code": {"type": "string"},
+        "field": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        },
+    },
+    "additionalProperties": True,
 }
+
+
+def problem_response(description: str) -> dict[str, Any]:
+    """An OpenAPI `responses=` entry answered as application/problem+json."""
+    return {"description": description, "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: problem_response("Missing or wrong bearer token"),
+    403: problem_response("Signed in, but outside the route's audience or the row's organisation"),
+    404: problem_response("Not found"),
+    409: problem_response("Conflict"),
+    422: problem_response("Invalid input, naming the field"),
+}
+# A route that reads a JSON body: a body that cannot even be decoded (not UTF-8) is 400 (malformed JSON is 422).
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {400: problem_response("The body could not be read as JSON text")}

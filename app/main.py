@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app import errors
-from app.routers import accounts, achievements, audit, health, match, needs, review, subsidies
+from app.routers import accounts, achievements, audit, health, match, needs, pages, review, subsidies
 from app.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
 
@@ -49,6 +51,9 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         subsidies.router,
         audit.router,
         review.router,
+        pages.router,
     ):
         app.include_router(router)
+    pages.install(app)  # pages answer errors as pages (the API keeps problem+json)
+    app.mount("/static", StaticFiles(directory=Path(__file__).resolve().parent / "static"), name="static")
     return app

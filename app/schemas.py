@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from models.base import as_utc, storable
+
+# Answered with its offset (RFC 3339 date-time), whichever database the row came from.
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class _Out(BaseModel):
@@ -26,8 +31,8 @@ class NeedOut(_Out):
     source: str
     external_id: str
     owner_id: int | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class AchievementOut(_Out):
@@ -44,8 +49,8 @@ class AchievementOut(_Out):
     source: str
     external_id: str
     owner_id: int | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
 
 
 class NeedWriteOut(NeedOut):
@@ -84,6 +89,12 @@ class MatchRequest(BaseModel):
     k: int = Field(default=10, ge=1, le=100)
     filters: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("text", "filters", mode="after")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        # Filters may reach PostgreSQL (the pgvector engine), whose text cannot hold NUL.
+        return storable(v)
+
 
 class MatchResult(BaseModel):
     id: int
@@ -105,7 +116,7 @@ class OrganisationOut(_Out):
     kind: str
     region: str | None
     in_weihai: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class UserOut(_Out):
@@ -116,7 +127,7 @@ class UserOut(_Out):
     display_name: str
     expertise: str
     active: bool
-    created_at: datetime
+    created_at: UtcDateTime
 
 
 class TokenOut(BaseModel):
@@ -124,13 +135,13 @@ class TokenOut(BaseModel):
 
     token: str
     token_type: Literal["bearer"] = "bearer"
-    expires_at: datetime
+    expires_at: UtcDateTime
     role: str
 
 
 class AuditEntryOut(_Out):
     id: int
-    at: datetime
+    at: UtcDateTime
     user_id: int | None
     actor: str
     action: str

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from accounts.policy import Principal
@@ -14,7 +14,7 @@ from catalog.indexing import Indexes, Target
 from catalog.service import can_see, get_achievement, get_need
 from core.errors import InvalidInput
 from matching.text import normalise
-from models.tables import Achievement, ListingStatus, Need
+from models.tables import Achievement, ListingStatus, Need, Visibility
 
 ANONYMOUS_VIEWER = Principal()
 
@@ -53,11 +53,10 @@ def match_text(
             raise InvalidInput(
                 f"cannot filter {target} on {key!r}; allowed: {', '.join(FILTERS[target])}", field=f"filters.{key}"
             )
-    staff = viewer.is_staff
-    if target == "needs" and not staff:
-        if filters.get("visibility", "public") != "public":
-            raise InvalidInput("private needs are visible to staff only", field="filters.visibility")
-        filters["visibility"] = "public"
+    if target == "needs" and not viewer.is_staff:
+        # Private needs: their own organisation's are matched too, everyone else's never (excluded inside the
+        # search, so the viewer still gets k results). Staff see every need.
+        exclude_ids = (*exclude_ids, *_others_private_needs(session, viewer))
     query = normalise(text)
     if not query.strip():
         raise InvalidInput("text is empty after normalisation", field="text")
@@ -79,6 +78,14 @@ def match_text(
             Match(id=row.id, external_id=row.external_id, title=row.title, score=float(hit.score), reasons=hit.reasons)
         )
     return out
+
+
+def _others_private_needs(session: Session, viewer: Principal) -> list[int]:
+    """Published private needs of organisations other than the viewer's."""
+    stmt = select(Need.id).where(Need.visibility == Visibility.private, Need.status == ListingStatus.published)
+    if viewer.organisation_id is not None:
+        stmt = stmt.where(or_(Need.owner_id.is_(None), Need.owner_id != viewer.organisation_id))
+    return list(session.scalars(stmt).all())
 
 
 def _query_text(row: Need | Achievement) -> str:

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     token_ttl_hours: float = Field(default=24 * 30, gt=0)
     login_max_failures: int = Field(default=5, ge=1)
     login_window_seconds: float = Field(default=15 * 60, gt=0)
+    # Signs the pages' session cookies; unset: derived from admin_token, else a random key kept in data_dir.
+    secret_key: str | None = None
     # Any sentence-transformers folder; empty means the prepared multilingual-e5-small.
     embedding_model: str | None = None
     embedding_batch_size: int = 32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -20,6 +21,29 @@ NAMING_CONVENTION = {
 def utcnow() -> datetime:
     """Timezone-aware now, for timestamps."""
     return datetime.now(UTC)
+
+
+def storable(value: Any) -> Any:
+    """The value, if the database can hold its text (in lists and maps too); else ValueError.
+
+    PostgreSQL's text cannot hold NUL (0x00): input carrying one is invalid input, not a DataError (500) on write.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text cannot contain NUL (\\x00) characters")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            storable(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            storable(key)
+            storable(item)
+    return value
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A stored timestamp, timezone-aware: SQLite hands timezone-aware columns back naive (in UTC, as written)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 
 from accounts import service
 from accounts.schemas import OrganisationCreate, TokenRequest, UserCreate
-from app.deps import AdminDep, PublicDep, SessionDep, SettingsDep, SignedInDep, StaffDep
-from app.errors import PROBLEM_RESPONSES
+from app.deps import AdminDep, IdPath, PublicDep, SessionDep, SettingsDep, SignedInDep, StaffDep
+from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES, problem_response
 from app.schemas import OrganisationOut, TokenOut, UserOut
 from core.errors import TooManyRequests, Unauthorized
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("/organisations", status_code=201, response_model=OrganisationOut)
+@router.post("/organisations", status_code=201, response_model=OrganisationOut, responses=BODY_RESPONSES)
 def create_organisation(body: OrganisationCreate, session: SessionDep, actor: StaffDep) -> OrganisationOut:
     """Register an organisation (staff)."""
     org = service.create_organisation(session=session, data=body, actor=actor)
@@ -31,12 +30,12 @@ def list_organisations(session: SessionDep, _: SignedInDep) -> list[Organisation
 
 
 @router.get("/organisations/{organisation_id}", response_model=OrganisationOut)
-def get_organisation(organisation_id: int, session: SessionDep, _: SignedInDep) -> OrganisationOut:
+def get_organisation(organisation_id: IdPath, session: SessionDep, _: SignedInDep) -> OrganisationOut:
     """One organisation (signed-in users)."""
     return OrganisationOut.model_validate(service.get_organisation(session=session, organisation_id=organisation_id))
 
 
-@router.post("/users", status_code=201, response_model=UserOut)
+@router.post("/users", status_code=201, response_model=UserOut, responses=BODY_RESPONSES)
 def create_user(body: UserCreate, session: SessionDep, actor: AdminDep) -> UserOut:
     """Create a user (admin); the password is stored as an argon2id hash."""
     return UserOut.model_validate(service.create_user(session=session, data=body, actor=actor))
@@ -56,7 +55,12 @@ def who_am_i(session: SessionDep, principal: SignedInDep) -> UserOut | None:
     return UserOut.model_validate(service.get_user(session=session, user_id=principal.user_id))
 
 
-@router.post("/tokens", status_code=201, response_model=TokenOut)
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=TokenOut,
+    responses={**BODY_RESPONSES, 429: problem_response("Too many failed logins for this username; try again later")},
+)
 def create_token(
     body: TokenRequest, request: Request, session: SessionDep, settings: SettingsDep, _: PublicDep
 ) -> TokenOut:
@@ -82,13 +86,12 @@ def create_token(
     token, expires_at = service.issue_token(
         session=session, user=outcome.user, ttl=timedelta(hours=settings.token_ttl_hours)
     )
+    session.commit()  # before the answer: a client that uses the token at once must find it
     return TokenOut(token=token, expires_at=expires_at, token_type="bearer", role=outcome.user.role)
 
 
 @router.post("/tokens/revoke", status_code=204)
-def revoke_token(
-    session: SessionDep, principal: SignedInDep, authorization: Annotated[str | None, Header()] = None
-) -> None:
+def revoke_token(request: Request, session: SessionDep, principal: SignedInDep) -> None:
     """Revoke the bearer token this request carries (log out)."""
-    token = (authorization or "").partition(" ")[2]
+    token = request.headers.get("authorization", "").partition(" ")[2]
     service.revoke_token(session=session, token=token, actor=principal)

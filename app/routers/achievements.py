@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import AchievementPublisherDep, IndexesDep, PublicDep, RuntimeDep, SessionDep
-from app.errors import PROBLEM_RESPONSES
+from app.deps import AchievementPublisherDep, IdPath, IndexesDep, PublicDep, RuntimeDep, SessionDep, StorableQuery
+from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from app.runtime import Runtime
 from app.schemas import AchievementOut, AchievementPage, AchievementWriteOut, MatchResponse
 from catalog import service
@@ -15,10 +15,12 @@ from catalog.match import matches_for_achievement
 from catalog.schemas import AchievementCreate, AchievementUpdate
 from models.tables import Achievement, ListingStatus, MaturityStage
 
-router = APIRouter(prefix="/api/v1/achievements", tags=["achievements"], responses=PROBLEM_RESPONSES)
+router = APIRouter(
+    prefix="/api/v1/achievements", tags=["achievements"], responses=PROBLEM_RESPONSES, dependencies=[StorableQuery]
+)
 
 
-@router.post("", status_code=201, response_model=AchievementWriteOut)
+@router.post("", status_code=201, responses=BODY_RESPONSES, response_model=AchievementWriteOut)
 def create_achievement(
     body: AchievementCreate, session: SessionDep, runtime: RuntimeDep, actor: AchievementPublisherDep
 ) -> AchievementWriteOut:
@@ -32,7 +34,7 @@ def create_achievement(
 def list_achievements(
     session: SessionDep,
     viewer: PublicDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
     status: ListingStatus | None = None,
     field: str | None = None,
@@ -54,16 +56,16 @@ def list_achievements(
 
 
 @router.get("/{achievement_id}", response_model=AchievementOut)
-def get_achievement(achievement_id: int, session: SessionDep, viewer: PublicDep) -> AchievementOut:
+def get_achievement(achievement_id: IdPath, session: SessionDep, viewer: PublicDep) -> AchievementOut:
     """One achievement (a draft or withdrawn one is not found but by its own organisation and staff)."""
     return AchievementOut.model_validate(
         service.get_achievement(session=session, achievement_id=achievement_id, viewer=viewer)
     )
 
 
-@router.patch("/{achievement_id}", response_model=AchievementWriteOut)
+@router.patch("/{achievement_id}", responses=BODY_RESPONSES, response_model=AchievementWriteOut)
 def update_achievement(
-    achievement_id: int,
+    achievement_id: IdPath,
     body: AchievementUpdate,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -77,7 +79,7 @@ def update_achievement(
 
 @router.post("/{achievement_id}/withdraw", response_model=AchievementWriteOut)
 def withdraw_achievement(
-    achievement_id: int, session: SessionDep, runtime: RuntimeDep, actor: AchievementPublisherDep
+    achievement_id: IdPath, session: SessionDep, runtime: RuntimeDep, actor: AchievementPublisherDep
 ) -> AchievementWriteOut:
     """Withdraw an achievement from matching."""
     written = service.withdraw_achievement(session=session, achievement_id=achievement_id, actor=actor)
@@ -87,7 +89,7 @@ def withdraw_achievement(
 
 @router.get("/{achievement_id}/matches", response_model=MatchResponse)
 def achievement_matches(
-    achievement_id: int,
+    achievement_id: IdPath,
     session: SessionDep,
     indexes: IndexesDep,
     runtime: RuntimeDep,

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from accounts import audit
-from app.deps import SessionDep, StaffDep
+from app.deps import SessionDep, StaffDep, StorableQuery
 from app.errors import PROBLEM_RESPONSES
 from app.schemas import AuditEntryOut, AuditPage
 
-router = APIRouter(prefix="/api/v1", tags=["audit"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api/v1", tags=["audit"], responses=PROBLEM_RESPONSES, dependencies=[StorableQuery])
 
 
 @router.get("/audit", response_model=AuditPage)

@@ -9,9 +9,11 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from app.deps import FollowerDep, IndexesDep, PublicDep, SessionDep
+from app.errors import PROBLEM_RESPONSES
 from models.changes import last_seq
 
-router = APIRouter(tags=["health"])
+# Open to all, but a wrong bearer token is still 401 (as everywhere).
+router = APIRouter(tags=["health"], responses={401: PROBLEM_RESPONSES[401]})
 
 
 @router.get("/healthz")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.deps import IndexesDep, PublicDep, RuntimeDep, SessionDep
-from app.errors import PROBLEM_RESPONSES
+from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from app.schemas import MatchRequest, MatchResponse
 from catalog.match import match_text
 
 router = APIRouter(prefix="/api/v1", tags=["match"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("/match", response_model=MatchResponse)
+@router.post("/match", response_model=MatchResponse, responses=BODY_RESPONSES)
 def match(
     body: MatchRequest, session: SessionDep, indexes: IndexesDep, runtime: RuntimeDep, viewer: PublicDep
 ) -> MatchResponse:

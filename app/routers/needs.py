@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import IndexesDep, NeedPublisherDep, PublicDep, RuntimeDep, SessionDep
-from app.errors import PROBLEM_RESPONSES
+from app.deps import IdPath, IndexesDep, NeedPublisherDep, PublicDep, RuntimeDep, SessionDep, StorableQuery
+from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from app.runtime import Runtime
 from app.schemas import MatchResponse, NeedOut, NeedPage, NeedWriteOut
 from catalog import service
@@ -15,10 +15,10 @@ from catalog.match import matches_for_need
 from catalog.schemas import NeedCreate, NeedUpdate
 from models.tables import ListingStatus, Need, Visibility
 
-router = APIRouter(prefix="/api/v1/needs", tags=["needs"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/api/v1/needs", tags=["needs"], responses=PROBLEM_RESPONSES, dependencies=[StorableQuery])
 
 
-@router.post("", status_code=201, response_model=NeedWriteOut)
+@router.post("", status_code=201, responses=BODY_RESPONSES, response_model=NeedWriteOut)
 def create_need(body: NeedCreate, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep) -> NeedWriteOut:
     """Publish a need; `searchable` says whether matching sees it yet (normally within a second)."""
     written = service.create_need(session=session, data=body, actor=actor)
@@ -30,7 +30,7 @@ def create_need(body: NeedCreate, session: SessionDep, runtime: RuntimeDep, acto
 def list_needs(
     session: SessionDep,
     viewer: PublicDep,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
     status: ListingStatus | None = None,
     field: str | None = None,
@@ -48,14 +48,14 @@ def list_needs(
 
 
 @router.get("/{need_id}", response_model=NeedOut)
-def get_need(need_id: int, session: SessionDep, viewer: PublicDep) -> NeedOut:
+def get_need(need_id: IdPath, session: SessionDep, viewer: PublicDep) -> NeedOut:
     """One need (a private need is not found but by its own organisation and staff)."""
     return NeedOut.model_validate(service.get_need(session=session, need_id=need_id, viewer=viewer))
 
 
-@router.patch("/{need_id}", response_model=NeedWriteOut)
+@router.patch("/{need_id}", responses=BODY_RESPONSES, response_model=NeedWriteOut)
 def update_need(
-    need_id: int, body: NeedUpdate, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep
+    need_id: IdPath, body: NeedUpdate, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep
 ) -> NeedWriteOut:
     """Change a need; the index follows."""
     written = service.update_need(session=session, need_id=need_id, data=body, actor=actor)
@@ -64,7 +64,7 @@ def update_need(
 
 
 @router.post("/{need_id}/withdraw", response_model=NeedWriteOut)
-def withdraw_need(need_id: int, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep) -> NeedWriteOut:
+def withdraw_need(need_id: IdPath, session: SessionDep, runtime: RuntimeDep, actor: NeedPublisherDep) -> NeedWriteOut:
     """Withdraw a need from matching."""
     written = service.withdraw_need(session=session, need_id=need_id, actor=actor)
     session.commit()
@@ -73,7 +73,7 @@ def withdraw_need(need_id: int, session: SessionDep, runtime: RuntimeDep, actor:
 
 @router.get("/{need_id}/matches", response_model=MatchResponse)
 def need_matches(
-    need_id: int,
+    need_id: IdPath,
     session: SessionDep,
     indexes: IndexesDep,
     runtime: RuntimeDep,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from app.deps import ExpertDep, RuntimeDep, SessionDep, StaffDep
-from app.errors import PROBLEM_RESPONSES
+from app.deps import ExpertDep, IdPath, RuntimeDep, SessionDep, StaffDep
+from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from models.tables import ReviewRound
 from workflow.review import service
 from workflow.review.schemas import (
@@ -28,7 +28,7 @@ from workflow.review.schemas import (
 router = APIRouter(prefix="/api/v1/review", tags=["review"], responses=PROBLEM_RESPONSES)
 
 
-@router.post("/rounds", status_code=201, response_model=RoundCreated)
+@router.post("/rounds", status_code=201, response_model=RoundCreated, responses=BODY_RESPONSES)
 def open_round(body: RoundCreate, session: SessionDep, runtime: RuntimeDep, actor: StaffDep) -> RoundCreated:
     """Open a round over needs: pool the rankers' top `depth`, assign each pair to experts (staff)."""
     opened = service.open_round(
@@ -66,17 +66,23 @@ def list_rounds(session: SessionDep, _: StaffDep) -> list[RoundSummary]:
 
 
 @router.get("/rounds/{round_id}", response_model=RoundReport)
-def round_report(round_id: int, session: SessionDep, _: StaffDep) -> RoundReport:
+def round_report(round_id: IdPath, session: SessionDep, _: StaffDep) -> RoundReport:
     """Progress, agreement (Krippendorff's alpha), disputed pairs and each ranker's nDCG@10 / Recall@50 (staff)."""
     review = service.get_round(session=session, round_id=round_id)
     return _report(session, review)
 
 
 @router.post("/rounds/{round_id}/close", response_model=RoundReport)
-def close_round(round_id: int, session: SessionDep, actor: StaffDep) -> RoundReport:
+def close_round(round_id: IdPath, session: SessionDep, actor: StaffDep) -> RoundReport:
     """Stop taking grades (staff)."""
     review = service.close_round(session=session, round_id=round_id, actor=actor)
     return _report(session, review)
+
+
+@router.get("/evaluation")
+def evaluation(session: SessionDep, runtime: RuntimeDep, _: StaffDep) -> dict[str, Any]:
+    """The rankers serving now, on every merged expert grade: nDCG@10, Recall@50 and judged@10 (staff)."""
+    return service.evaluate_current(session=session, indexes=runtime.indexes, ranker_version=runtime.ranker_version)
 
 
 @router.get("/queue", response_model=Queue)
@@ -99,8 +105,8 @@ def queue(session: SessionDep, expert: ExpertDep, limit: Annotated[int, Query(ge
     )
 
 
-@router.post("/items/{item_id}/grade", response_model=GradeOut)
-def grade(item_id: int, body: GradeIn, session: SessionDep, expert: ExpertDep) -> GradeOut:
+@router.post("/items/{item_id}/grade", response_model=GradeOut, responses=BODY_RESPONSES)
+def grade(item_id: IdPath, body: GradeIn, session: SessionDep, expert: ExpertDep) -> GradeOut:
     """Grade an item of your own queue: 0-3, or cant_judge, with an optional reason code."""
     item = service.grade(session=session, item_id=item_id, data=body, expert=expert)
     return GradeOut(
@@ -113,8 +119,8 @@ def grade(item_id: int, body: GradeIn, session: SessionDep, expert: ExpertDep) -
     )
 
 
-@router.post("/pairs/{pair_id}/adjudicate", response_model=PairOut)
-def adjudicate(pair_id: int, body: AdjudicateIn, session: SessionDep, actor: StaffDep) -> PairOut:
+@router.post("/pairs/{pair_id}/adjudicate", response_model=PairOut, responses=BODY_RESPONSES)
+def adjudicate(pair_id: IdPath, body: AdjudicateIn, session: SessionDep, actor: StaffDep) -> PairOut:
     """Settle a pair with the grade that stands (staff): disputed pairs wait for this."""
     pair = service.adjudicate(session=session, pair_id=pair_id, grade_value=body.grade, actor=actor)
     return PairOut(

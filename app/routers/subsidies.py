@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.deps import OpenDep
-from app.errors import PROBLEM_RESPONSES
+from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from subsidy import service
 from subsidy.schemas import EvaluateRequest, EvaluateResponse
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1/subsidies", tags=["subsidies"])
 @router.post(
     "/evaluate",
     response_model=EvaluateResponse,
-    responses={422: PROBLEM_RESPONSES[422]},
+    responses={**BODY_RESPONSES, 422: PROBLEM_RESPONSES[422]},
     summary="Evaluate subsidies for one year",
 )
 def evaluate_subsidies(body: EvaluateRequest, _: OpenDep) -> EvaluateResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -158,6 +160,18 @@ def test_money_is_exact_decimal(client: TestClient, seeded: dict[str, int]) -> N
         ("post", "/api/v1/match", {"text": "x", "filters": {"owner": "y"}}, 422, "filters.owner"),
         ("post", "/api/v1/match", {"text": "   "}, 422, "text"),
         ("get", "/api/v1/needs/999999", None, 404, None),
+        # An explicit null for a NOT NULL column is invalid input (was a 500 from the database's constraint).
+        ("patch", "/api/v1/needs/999999", {"title": None}, 422, "title"),
+        ("patch", "/api/v1/achievements/999999", {"keywords": None}, 422, "keywords"),
+        # Ids and pages past the database's integers are invalid input (were a 500: OverflowError in the driver).
+        ("get", f"/api/v1/needs/{2**63}", None, 422, "need_id"),
+        ("post", f"/api/v1/achievements/{2**31}/withdraw", None, 422, "achievement_id"),
+        ("get", f"/api/v1/needs?page={2**63}", None, 422, "page"),
+        ("post", "/api/v1/needs", {"title": "x", "owner_id": 2**63}, 422, "owner_id"),
+        # PostgreSQL's text cannot hold NUL: invalid input, in a body or a query (was a 500: DataError).
+        ("post", "/api/v1/organisations", {"name": "a\x00b", "kind": "agency"}, 422, "name"),
+        ("post", "/api/v1/tokens", {"username": "\x00", "password": "x"}, 422, "username"),
+        ("get", "/api/v1/needs?field=%00", None, 422, "field"),
     ],
 )
 def test_bad_input_is_problem_json_naming_the_field(
@@ -168,6 +182,12 @@ def test_bad_input_is_problem_json_naming_the_field(
     assert r.headers["content-type"].startswith("application/problem+json")
     if field:
         assert r.json()["field"] == field
+
+
+def test_times_carry_their_offset(client: TestClient, seeded: dict[str, int]) -> None:
+    # RFC 3339 date-times, as the schema declares, on SQLite too (which hands stored times back naive).
+    r = client.get(f"/api/v1/needs/{seeded['n-bat']}", headers=STAFF)
+    assert datetime.fromisoformat(r.json()["created_at"]).utcoffset() == timedelta(0)
 
 
 def test_malformed_json_is_422_not_500(client: TestClient) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from app.runtime import Runtime
 from models.tables import GradedPair, GradeSource, ReviewItem, ReviewPair, ReviewRound, ReviewRun
 from tests.app.conftest import STAFF, sign_up
+from tests.app.test_cli import _env, _techmatch
 
 pytestmark = pytest.mark.slow
 
@@ -205,6 +206,27 @@ def test_grades_merge_into_graded_pairs_and_measure_each_ranker(
     assert stored == {k: p.grade for k, p in pairs.items() if p.grade is not None}
     assert stored[disputed_key] == 3 and stored[cant_judge_key] == 0
     assert {k: v for k, v in stored.items() if v > 0} == truth  # every relevant pair, and only those, at its grade
+
+
+def test_todays_rankers_are_measured_on_the_stored_grades_over_http_and_the_cli(
+    client: TestClient, runtime: Runtime, catalogue: dict[str, Any]
+) -> None:
+    """The grades above say a need's three best hybrid hits are its relevant ones, so today's hybrid (the same
+    index) scores exactly 1; the CLI prints the same figures from another process."""
+    r = client.get("/api/v1/review/evaluation", headers=STAFF)
+    assert r.status_code == 200, r.text
+    figures = r.json()
+    hybrid = figures["by_ranker"][f"hybrid@{runtime.ranker_version}"]
+    assert figures["queries"] == len(catalogue["needs"])
+    assert hybrid["ndcg@10"] == 1.0 and hybrid["recall@50"] == 1.0 and 0.5 <= hybrid["judged@10"] <= 1.0
+    assert len(figures["by_ranker"]) == 4
+
+    env = _env(runtime.settings.data_dir.parent, runtime.settings.resolved_database_url)
+    out = _techmatch(env, "eval", "--qrels", "reviews", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["by_ranker"] == figures["by_ranker"]
+    table = _techmatch(env, "eval", "--qrels", "reviews").stdout
+    assert f"hybrid@{runtime.ranker_version}" in table and "1.0000" in table
 
 
 def test_a_closed_round_takes_no_more_grades(client: TestClient, catalogue: dict[str, Any]) -> None:

@@ -47,16 +47,24 @@ def _routes() -> list[tuple[str, str, frozenset[str] | None, int]]:
     return out
 
 
-ROUTES = _routes()
+ALL_ROUTES = _routes()
+# The API answers bearer tokens with 401/403; the pages (cookie sessions) are walked by their own test below.
+ROUTES = [r for r in ALL_ROUTES if r[1].startswith("/api/") or r[1] == "/healthz"]
+PAGES = [r for r in ALL_ROUTES if r not in ROUTES]
 
 
 def test_the_route_table_is_what_the_matrix_walks() -> None:
     paths = {(m, p) for m, p, _, _ in ROUTES}
     assert ("POST", "/api/v1/needs") in paths and ("GET", "/api/v1/audit") in paths
     assert len(paths) >= 20
+    assert ("GET", "/review") in {(m, p) for m, p, _, _ in PAGES} and ("POST", "/login") in {
+        (m, p) for m, p, _, _ in PAGES
+    }
 
 
-@pytest.mark.parametrize(("method", "path", "policy", "count"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+@pytest.mark.parametrize(
+    ("method", "path", "policy", "count"), ALL_ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ALL_ROUTES]
+)
 def test_every_route_declares_exactly_one_policy(method: str, path: str, policy: object, count: int) -> None:
     assert count == 1, f"{method} {path} declares {count} policies; take exactly one of app.deps' *Dep policies"
 
@@ -84,4 +92,37 @@ def test_each_role_gets_what_each_route_declares(client: TestClient, people: dic
             wrong.append(f"{method} {path}: {role} got {r.status_code} (policy {sorted(policy)})")
         if refused:
             assert r.headers["content-type"].startswith("application/problem+json")
+    assert not wrong, "\n".join(wrong)
+
+
+def _csrf(html: str, *, last: bool = False) -> str:
+    """A CSRF field's value: the first on the page (the sign-out form's), or the last (the login form's)."""
+    found = re.findall(r'name="csrf" value="([^"]*)"', html)
+    assert found, "no CSRF field on the page"
+    return str(found[-1] if last else found[0])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_gets_what_each_page_declares(client: TestClient, people: dict[str, dict], role: str) -> None:
+    """Pages: signed out outside the policy → the login page (303); signed in outside it → 403; inside, neither."""
+    browser = TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
+    csrf = _csrf(browser.get("/login").text)
+    if role != ANONYMOUS:
+        username = {"enterprise": "ent-a", "university": "uni-1", "agency": "agency-1"}.get(role, f"{role}-1")
+        r = browser.post("/login", data={"username": username, "password": PASSWORD, "csrf": csrf})
+        assert r.status_code == 303, r.text
+        csrf = _csrf(browser.get("/").text)  # the session's own secret, from the sign-out form
+    login_csrf = _csrf(browser.get("/login").text, last=True)
+    wrong = []
+    for method, path, policy, _ in sorted(PAGES, key=lambda r: r[1] == "/logout"):
+        assert policy is not None
+        url = re.sub(r"\{[^}]+\}", "999999", path)
+        data = {"csrf": login_csrf if path == "/login" else csrf} if method == "POST" else None
+        r = browser.request(method, url, data=data)
+        allowed = role in policy
+        to_login = r.status_code == 303 and r.headers["location"].startswith("/login?next=")
+        refused = r.status_code == 403 or to_login
+        expected = to_login if role == ANONYMOUS else r.status_code == 403
+        if allowed == refused or (not allowed and not expected):
+            wrong.append(f"{method} {path}: {role} got {r.status_code} (policy {sorted(policy)})")
     assert not wrong, "\n".join(wrong)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.base import as_utc, storable
 from models.tables import ReviewReason
 
 _ID = Field(ge=1, le=2**31 - 1)
+# Answered with its offset (RFC 3339 date-time), whichever database the row came from.
+UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 # The grades an expert gives, with the definitions shown beside every item (评分标准).
 GRADE_SCALE: dict[int, str] = {
@@ -30,6 +33,11 @@ REASONS: dict[str, str] = {
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, v: Any) -> Any:
+        return storable(v)
 
 
 class RoundCreate(_Strict):
@@ -113,7 +121,7 @@ class GradeOut(BaseModel):
     grade: int | None
     cant_judge: bool
     reason: ReviewReason | None
-    graded_at: datetime | None
+    graded_at: UtcDateTime | None
 
 
 class PairOut(BaseModel):
@@ -130,7 +138,7 @@ class RoundReport(BaseModel):
     id: int
     name: str
     status: str
-    created_at: datetime
+    created_at: UtcDateTime
     ranker_version: str
     depth: int
     judges_per_pair: int
@@ -144,7 +152,7 @@ class RoundSummary(BaseModel):
     id: int
     name: str
     status: str
-    created_at: datetime
+    created_at: UtcDateTime
     ranker_version: str
     progress: dict[str, int]
     metrics: dict[str, Any]

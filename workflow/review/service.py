@@ -67,6 +67,20 @@ def need_query_text(need: Need) -> str:
     return f"{need.title}。{need.description or ''}"
 
 
+def ranked_lists(*, indexes: Indexes, text: str, k: int) -> dict[str, list[tuple[int, float]]]:
+    """Each ranker's top k achievements for a need's text, best first: the served hybrid and each single signal."""
+    lists: dict[str, list[tuple[int, float]]] = {
+        HYBRID: [(h.id, float(h.score)) for h in indexes.search("achievements", text, k=k)]
+    }
+    for ranker, (signal, config) in SIGNAL_RANKERS.items():
+        hits = indexes.search("achievements", text, k=k, fusion=config)
+        ranked = [(h.reasons.get("ranks", {}).get(signal), h) for h in hits]
+        # Only what that signal retrieved itself: the others' candidates carry no rank of it.
+        ordered = sorted(((rank, h) for rank, h in ranked if rank), key=lambda pair: pair[0])
+        lists[ranker] = [(h.id, float(h.reasons.get("scores", {}).get(signal, h.score))) for _, h in ordered]
+    return lists
+
+
 def pool(
     *, indexes: Indexes, needs: Sequence[Need], depth: int
 ) -> tuple[dict[int, set[int]], list[tuple[str, int, int, int, float]]]:
@@ -76,18 +90,8 @@ def pool(
     runs: list[tuple[str, int, int, int, float]] = []
     k = max(depth, RUN_DEPTH)
     for need in needs:
-        text = need_query_text(need)
-        lists: dict[str, list[tuple[int, float]]] = {
-            HYBRID: [(h.id, float(h.score)) for h in indexes.search("achievements", text, k=k)]
-        }
-        for ranker, (signal, config) in SIGNAL_RANKERS.items():
-            hits = indexes.search("achievements", text, k=k, fusion=config)
-            ranked = [(h.reasons.get("ranks", {}).get(signal), h) for h in hits]
-            # Only what that signal retrieved itself: the others' candidates carry no rank of it.
-            ordered = sorted((rank, h) for rank, h in ranked if rank)
-            lists[ranker] = [(h.id, float(h.reasons.get("scores", {}).get(signal, h.score))) for _, h in ordered]
         pooled[need.id] = set()
-        for ranker, ranked_list in lists.items():
+        for ranker, ranked_list in ranked_lists(indexes=indexes, text=need_query_text(need), k=k).items():
             for rank, (achievement_id, score) in enumerate(ranked_list[:k], start=1):
                 runs.append((ranker, need.id, achievement_id, rank, score))
                 if rank <= depth:
@@ -466,3 +470,34 @@ def _evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[
         make_comparable=True,
     )
     return {m: round(float(scores[m]), 4) for m in METRICS} | {"queries": len(qrels)}
+
+
+def evaluate_current(
+    *, session: Session, indexes: Indexes, ranker_version: str, source: GradeSource = GradeSource.review
+) -> dict[str, Any]:
+    """The ranker serving now, measured on every stored grade of a source (the newest grade of a pair wins).
+
+    Unlike a round's own figures (the ranker of that day on its own pool), this re-runs today's rankers over the live
+    index, so an achievement nobody has graded can enter the top 10: `judged@10` says how much of each ranker's top 10
+    carries a grade (unjudged counts as not relevant, so a low share means the figure is a lower bound).
+    """
+    rows = session.scalars(select(GradedPair).where(GradedPair.source == source).order_by(GradedPair.at)).all()
+    grades: dict[int, dict[int, int]] = defaultdict(dict)
+    for row in rows:
+        grades[row.need_id][row.achievement_id] = row.grade
+    wanted = [n for n, docs in grades.items() if any(g > 0 for g in docs.values())]
+    needs = session.scalars(select(Need).where(Need.id.in_(wanted)).order_by(Need.id)).all()
+    qrels = {str(n.id): {str(a): g for a, g in grades[n.id].items()} for n in needs}
+    runs: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    judged: dict[str, list[float]] = defaultdict(list)
+    for need in needs:
+        for ranker, ranked in ranked_lists(indexes=indexes, text=need_query_text(need), k=RUN_DEPTH).items():
+            runs[ranker][str(need.id)] = {str(a): float(RUN_DEPTH + 1 - r) for r, (a, _) in enumerate(ranked, 1)}
+            top = [a for a, _ in ranked[:10]]
+            judged[ranker].append(sum(a in grades[need.id] for a in top) / max(1, len(top)))
+    out: dict[str, Any] = {"source": str(source), "queries": len(qrels), "pairs": len(rows), "by_ranker": {}}
+    for ranker in sorted(runs):
+        figures = _evaluate(qrels, runs[ranker])
+        figures["judged@10"] = round(sum(judged[ranker]) / max(1, len(judged[ranker])), 4)
+        out["by_ranker"][f"{ranker}@{ranker_version}"] = figures
+    return out

@@ -1,0 +1,191 @@
+"""The pages in a real headless Chromium (Debian's `chromium`, driven by Playwright): an expert grades three items
+with the keyboard and the grades are stored; an enterprise never sees another enterprise's private need; a publisher
+publishes and edits through the forms. The server is uvicorn on a loopback port over the module's runtime."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.main import create_app
+from app.runtime import Runtime
+from models.tables import ReviewItem
+from tests.app.conftest import PASSWORD, STAFF
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("TECHMATCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Screenshots for the README when asked: TECHMATCH_SCREENSHOTS=docs/screenshots pytest tests/app/test_pages.py
+SHOTS = os.environ.get("TECHMATCH_SCREENSHOTS")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live(runtime: Runtime, client: TestClient) -> Iterator[str]:
+    """The app served by a real uvicorn on a free loopback port (in a thread of this process)."""
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: scripts/test installs Debian's chromium as root")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; scripts/test does it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _sign_in(browser: Any, live: str, username: str) -> Any:
+    page = browser.new_page(locale="zh-CN", viewport={"width": 1200, "height": 900})
+    page.goto(f"{live}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():  # the post, its redirect and the page it lands on
+        page.click("main button[type=submit]")
+    assert "/login" not in page.url, page.inner_text("main")
+    return page
+
+
+def _shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+def test_an_expert_grades_three_items_with_the_keyboard(
+    browser: Any, live: str, client: TestClient, runtime: Runtime, people: dict[str, dict]
+) -> None:
+    for title, abstract in (
+        ("高通量反渗透复合膜制备技术", "界面聚合制备聚酰胺复合膜，用于海水淡化，通量提升30%"),
+        ("耐污染超滤膜及其制备方法", "亲水改性聚偏氟乙烯超滤膜，用于海水淡化预处理"),
+        ("船用海水淡化装置能量回收", "压力交换式能量回收装置，降低反渗透能耗"),
+        ("碳纤维复合材料船体成型工艺", "真空导入成型，游艇船体减重"),
+    ):
+        assert client.post(
+            "/api/v1/achievements", json={"title": title, "abstract": abstract}, headers=STAFF
+        ).is_success
+    need = client.post(
+        "/api/v1/needs",
+        json={"title": "海水淡化反渗透膜材料", "description": "需要高通量、耐污染的反渗透膜，用于海岛供水"},
+        headers=STAFF,
+    ).json()
+    r = client.post(
+        "/api/v1/review/rounds",
+        json={"name": "页面测试", "need_ids": [need["id"]], "depth": 3, "judges_per_pair": 1},
+        headers=STAFF,
+    )
+    assert r.status_code == 201, r.text
+    round_id = r.json()["id"]
+    expert_id = people["expert"]["id"]
+    with runtime.session_factory() as session:
+        mine = session.scalars(
+            select(ReviewItem).where(ReviewItem.round_id == round_id, ReviewItem.expert_id == expert_id)
+        ).all()
+    assert len(mine) >= 3
+
+    page = _sign_in(browser, live, "expert-1")
+    assert page.url.endswith("/review"), page.url  # an expert lands on the queue
+    _shot(page, "expert-queue")
+    shown = []
+    for key in ("2", "0", "n"):
+        item = page.locator("article.item:not([hidden])")
+        shown.append(int(item.get_attribute("data-id") or 0))
+        page.keyboard.press(key)
+        # the next item is on screen at once, before the server has answered
+        page.wait_for_function(f"!document.querySelector('article.item[data-id=\"{shown[-1]}\"]:not([hidden])')")
+    page.wait_for_function("document.getElementById('status').textContent.includes('已保存')")
+    page.wait_for_function(f"document.getElementById('remaining').textContent === '{len(mine) - 3}'")
+    assert shown == sorted(i.id for i in mine)[:3]
+
+    with runtime.session_factory() as session:
+        graded = {
+            i.id: (i.grade, i.cant_judge)
+            for i in session.scalars(select(ReviewItem).where(ReviewItem.id.in_(shown))).all()
+        }
+    assert graded == {shown[0]: (2, False), shown[1]: (0, False), shown[2]: (None, True)}
+    page.close()
+
+
+def test_an_enterprise_never_sees_another_enterprises_private_need(
+    browser: Any, live: str, client: TestClient, people: dict[str, dict]
+) -> None:
+    secret = {"title": "盐碱地改良微生物菌剂配方优化", "description": "滨海盐碱地土壤改良", "visibility": "private"}
+    r = client.post("/api/v1/needs", json=secret, headers=people["enterprise_b"]["headers"])
+    assert r.status_code == 201 and r.json()["searchable"], r.text
+    need_id = r.json()["id"]
+
+    owner = _sign_in(browser, live, "ent-b")  # its own organisation finds it: the search itself works
+    owner.goto(f"{live}/?q=盐碱地改良微生物菌剂&target=needs")
+    assert secret["title"] in owner.inner_text("main")
+    owner.close()
+
+    page = _sign_in(browser, live, "ent-a")
+    page.goto(f"{live}/?q=盐碱地改良微生物菌剂&target=needs")
+    _shot(page, "search")
+    assert secret["title"] not in page.content()
+    response = page.goto(f"{live}/needs/{need_id}")
+    assert response is not None and response.status == 404
+    assert secret["title"] not in page.content() and "未找到" in page.inner_text("main")
+    page.close()
+
+
+def test_a_publisher_publishes_and_edits_through_the_forms(browser: Any, live: str, people: dict[str, dict]) -> None:
+    page = _sign_in(browser, live, "ent-a")
+    page.goto(f"{live}/publish/needs")
+    page.fill("input[name=title]", "风电叶片无损检测机器人")
+    page.fill("textarea[name=description]", "需要超声相控阵检测叶片内部缺陷的爬壁机器人")
+    page.fill("input[name=budget_yuan]", "800000.50")
+    with page.expect_navigation():
+        page.click("main button[type=submit]")
+    assert "/needs/" in page.url and "风电叶片无损检测机器人" in page.inner_text("h1")
+    _shot(page, "need")
+    with page.expect_navigation():
+        page.click("text=编辑")
+    page.fill("input[name=budget_yuan]", "12.345")  # more than fen: refused, named, nothing lost
+    with page.expect_navigation():
+        page.click("main button[type=submit]")
+    assert (
+        "请修改标红的字段" in page.inner_text("main")
+        and page.input_value("input[name=title]") == "风电叶片无损检测机器人"
+    )
+    page.fill("input[name=budget_yuan]", "900000")
+    page.fill("input[name=title]", "风电叶片无损检测爬壁机器人")
+    with page.expect_navigation():
+        page.click("main button[type=submit]")
+    assert "风电叶片无损检测爬壁机器人" in page.inner_text("h1")
+    page.goto(f"{live}/my")
+    assert "风电叶片无损检测爬壁机器人" in page.inner_text("main")
+    page.close()
