@@ -492,6 +492,24 @@ def round_page(round_id: int, request: Request, session: SessionDep, page: Staff
     )
 
 
+@router.post("/review/pairs/{pair_id}/adjudicate")
+async def adjudicate_pair(pair_id: int, request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
+    """Settle a disputed pair from the round page (staff)."""
+    form = await _posted(request, page)
+    value = form.get("grade", "")
+    if value not in ("0", "1", "2", "3"):
+        from core.errors import InvalidInput
+
+        raise InvalidInput("choose a grade 0-3", field="grade")
+    with runtime.write_session_factory() as session:
+        pair = review.adjudicate(
+            session=session, pair_id=_row_id(pair_id), grade_value=int(value), actor=page.principal
+        )
+        session.commit()
+        round_id = pair.round_id
+    return RedirectResponse(f"/review/rounds/{round_id}", status_code=303)
+
+
 CHART_COLOURS = {"hybrid": "#c0392b", "bm25-words": "#2e86c1", "bm25-chars": "#28b463", "dense": "#8e44ad"}
 
 

@@ -189,3 +189,28 @@ def test_a_publisher_publishes_and_edits_through_the_forms(browser: Any, live: s
     page.goto(f"{live}/my")
     assert "风电叶片无损检测爬壁机器人" in page.inner_text("main")
     page.close()
+
+
+def test_staff_settle_a_pair_from_the_round_page(client: TestClient, runtime: Runtime, people: dict[str, dict]) -> None:
+    """The round page's form posts the grade that stands (with the session's CSRF secret); it becomes a graded pair."""
+    import re
+
+    from models.tables import GradedPair, ReviewPair
+
+    with runtime.session_factory() as session:
+        pair = session.scalars(select(ReviewPair).order_by(ReviewPair.id)).first()
+    assert pair is not None, "the keyboard test's round made pairs"
+    staff = TestClient(client.app, follow_redirects=False)
+    csrf = re.findall(r'name="csrf" value="([^"]*)"', staff.get("/login").text)[-1]
+    assert staff.post("/login", data={"username": "staff-1", "password": PASSWORD, "csrf": csrf}).status_code == 303
+    page = staff.get(f"/review/rounds/{pair.round_id}")
+    assert page.status_code == 200 and "nDCG@10" in page.text
+    csrf = re.findall(r'name="csrf" value="([^"]*)"', page.text)[0]
+    url = f"/review/pairs/{pair.id}/adjudicate"
+    assert staff.post(url, data={"grade": "3", "csrf": "forged"}).status_code == 403
+    r = staff.post(url, data={"grade": "3", "csrf": csrf})
+    assert r.status_code == 303 and r.headers["location"] == f"/review/rounds/{pair.round_id}"
+    with runtime.session_factory() as session:
+        assert session.get(ReviewPair, pair.id).grade == 3  # type: ignore[union-attr]
+        stored = session.scalars(select(GradedPair).where(GradedPair.achievement_id == pair.achievement_id)).all()
+    assert [g.grade for g in stored if g.need_id == pair.need_id] == [3]
