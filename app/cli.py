@@ -261,6 +261,9 @@ def demo(
 def eval_(
     benchmark: Annotated[list[str] | None, typer.Option("--benchmark", "-b", help="A and/or B")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+    cv: Annotated[
+        bool, typer.Option("--cv", help="add 5-fold cross-validated figures (fusion tuned inside the folds)")
+    ] = False,
     qrels: Annotated[
         str,
         typer.Option(
@@ -286,6 +289,7 @@ def eval_(
         embedder=load_embedder(settings),
         data_dir=settings.shared_data_dir,
         cache_dir=settings.cache_dir,
+        cross_validate=cv,
         **tuning_from_settings(settings),
     )
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False) if as_json else format_table(results))

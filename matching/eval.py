@@ -243,6 +243,7 @@ def run_eval(
     modes: Sequence[str] = MODES,
     progress: bool = False,
     reference: Embedder | Literal["auto"] | None = "auto",
+    cross_validate: bool = False,
     **index_options: Any,
 ) -> dict[str, Any]:
     """Score hybrid, BM25-only and dense-only side by side on each benchmark; corpus vectors cached under cache_dir.
@@ -270,10 +271,16 @@ def run_eval(
         "benchmarks": {},
     }
 
+    cv: dict[str, Any] = {}
+
     def scored(bench: Benchmark, model: Embedder | None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         # One prepared benchmark at a time: its indexes are dropped before the next embedder's are built.
         prep = prepare(bench, embedder=model, tuning=tuning, progress=progress)
         seconds = {k: round(v, 1) for k, v in prep.seconds.items()}
+        if cross_validate and model is embedder:
+            from matching.crossval import cross_validated_report
+
+            cv[bench.name] = cross_validated_report(prep, default=fusion, grid=fusion_grid())
         return seconds, {mode: score(prep, mode_config(mode, fusion)) for mode in modes}
 
     for bench in load_benchmarks(benchmarks, data_dir):
@@ -285,6 +292,8 @@ def run_eval(
             "notes": bench.notes,
             "modes": by_mode,
         }
+        if bench.name in cv:
+            entry["cross_validated"] = cv[bench.name]
         if reference is not None:
             ref_seconds, ref_modes = scored(bench, reference)
             entry["reference"] = {"seconds": ref_seconds, "modes": ref_modes}
@@ -312,6 +321,16 @@ def format_table(results: Mapping[str, Any]) -> str:
             lines.append(line)
         seconds = f"{bench['seconds']} s" + (f"; ref {bench['reference']['seconds']} s" if ref_modes else "")
         lines.append(f"{'':<10} ({bench['queries']} queries, {bench['docs']} docs, {seconds})")
+    for name, bench in results["benchmarks"].items():
+        cv = bench.get("cross_validated")
+        if not cv:
+            continue
+        lines.append(f"{name}: nDCG@10, {cv['folds']}-fold cross-validation over its {cv['queries']} queries")
+        for ranker, values in cv["rankers"].items():
+            line = f"  {ranker:<28} {values['ndcg@10']:>8.4f}  tuned: {values['tuned']}"
+            if "fold_ndcg@10" in values:
+                line += "  folds " + " ".join(f"{v:.3f}" for v in values["fold_ndcg@10"])
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -1,0 +1,73 @@
+"""Cross-validation over queries: no query's own grades choose the configuration that scores it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.settings import Settings, get_settings
+from matching.crossval import cross_validate_choice, cross_validated_report, folds
+from matching.dense import CachingEmbedder
+from matching.embedding import Embedder
+from matching.eval import fusion_grid, load_benchmark_a, prepare
+from matching.fusion import FusionConfig
+from matching.index import tuning_from_settings
+
+DATA = get_settings().shared_data_dir
+
+
+def test_folds_partition_the_queries_the_same_way_every_time() -> None:
+    ids = [f"q{i}" for i in range(23)]
+    split = folds(ids, k=5, seed=7)
+    assert sorted(q for fold in split for q in fold) == sorted(ids)
+    assert {len(f) for f in split} <= {4, 5}
+    assert split == folds(list(reversed(ids)), k=5, seed=7)
+    assert split != folds(ids, k=5, seed=8)
+
+
+def test_a_choice_that_only_fits_its_own_queries_scores_nothing_held_out() -> None:
+    """Five "oracle" configurations, each perfect on one query: in-sample the best scores 0.2, yet chosen without
+    its query every fold picks another oracle, which scores 0 on the held-out query."""
+    queries = [f"q{i}" for i in range(5)]
+    scores = {
+        FusionConfig(weight_words=i / 10): {q: 1.0 if j == i else 0.0 for j, q in enumerate(queries)} for i in range(5)
+    }
+    scores[FusionConfig(weight_words=0.9)] = dict.fromkeys(queries, 0.1)
+    assert max(np.mean(list(v.values())) for v in scores.values()) == pytest.approx(0.2)
+    result = cross_validate_choice(scores, k=5)
+    assert result.mean == 0.0 and len(result.chosen) == 5
+    for fold, config in zip(folds(queries, k=5), result.chosen, strict=True):
+        (q,) = fold
+        assert scores[config][q] == 0.0 and result.held_out[q] == 0.0
+
+
+def test_a_steady_choice_keeps_its_score_held_out() -> None:
+    queries = [f"q{i}" for i in range(10)]
+    rng = np.random.default_rng(0)
+    good = FusionConfig(weight_words=0.5)
+    scores = {good: {q: 0.6 + 0.01 * i for i, q in enumerate(queries)}}
+    for i in range(10):
+        scores[FusionConfig(weight_chars=i / 10)] = {q: float(rng.uniform(0, 0.5)) for q in queries}
+    result = cross_validate_choice(scores, k=5)
+    assert result.chosen == [good] * 5
+    assert result.mean == pytest.approx(np.mean(list(scores[good].values())))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "ccf-bdci2019-tech-match").is_dir(), reason=f"shared data folder absent: {DATA}")
+def test_a_dev_cross_validated_report(embedder: Embedder, embedding_cache_dir: Path) -> None:
+    tuning = tuning_from_settings(Settings())
+    default = tuning.pop("fusion")
+    prep = prepare(
+        load_benchmark_a(DATA), embedder=CachingEmbedder(embedder, cache_dir=embedding_cache_dir), tuning=tuning
+    )
+    grid = [c for c in fusion_grid(step=0.25) if c.method == "weighted"]
+    report = cross_validated_report(prep, default=default, grid=grid)
+    rankers = report["rankers"]
+    assert set(rankers) == {"bm25-words", "bm25-chars", "dense", "hybrid-default (in-sample)", "hybrid-fusion-cv"}
+    assert report["queries"] == 100 and len(rankers["hybrid-fusion-cv"]["fold_ndcg@10"]) == 5
+    singles = max(rankers[s]["ndcg@10"] for s in ("bm25-words", "bm25-chars", "dense"))
+    assert rankers["hybrid-fusion-cv"]["ndcg@10"] > singles  # fusing beats every signal alone, held out too
+    assert rankers["hybrid-fusion-cv"]["ndcg@10"] < rankers["hybrid-default (in-sample)"]["ndcg@10"]
