@@ -66,8 +66,41 @@ def test_a_dev_cross_validated_report(embedder: Embedder, embedding_cache_dir: P
     grid = [c for c in fusion_grid(step=0.25) if c.method == "weighted"]
     report = cross_validated_report(prep, default=default, grid=grid)
     rankers = report["rankers"]
-    assert set(rankers) == {"bm25-words", "bm25-chars", "dense", "hybrid-default (in-sample)", "hybrid-fusion-cv"}
+    assert set(rankers) == {
+        "bm25-words",
+        "bm25-chars",
+        "dense",
+        "hybrid-default (in-sample)",
+        "hybrid-fusion-cv",
+        "rerank-logistic-cv",
+        "rerank-lambdarank-cv",
+    }
     assert report["queries"] == 100 and len(rankers["hybrid-fusion-cv"]["fold_ndcg@10"]) == 5
     singles = max(rankers[s]["ndcg@10"] for s in ("bm25-words", "bm25-chars", "dense"))
     assert rankers["hybrid-fusion-cv"]["ndcg@10"] > singles  # fusing beats every signal alone, held out too
     assert rankers["hybrid-fusion-cv"]["ndcg@10"] < rankers["hybrid-default (in-sample)"]["ndcg@10"]
+    # The learned re-ranker, trained inside the folds on these 12 features, beats the fold-tuned fusion (measured
+    # 0.2025 against 0.188 with the full grid on 2026-12-03; query-to-query noise is about 0.02).
+    assert rankers["rerank-logistic-cv"]["ndcg@10"] > rankers["hybrid-fusion-cv"]["ndcg@10"]
+
+
+def test_features_are_one_row_per_candidate_in_position_order() -> None:
+    from matching.fusion import Candidates
+    from matching.rerank import FEATURES, features
+
+    cands = Candidates(
+        positions=np.array([3, 7, 9]),
+        raw={
+            "words": np.array([2.0, 0.0, 1.0]),
+            "chars": np.array([1.0, 1.0, 0.0]),
+            "dense": np.array([0.8, 0.9, 0.7]),
+        },
+        ranks={"words": np.array([1, 0, 2]), "chars": np.array([1, 2, 0]), "dense": np.array([2, 1, 3])},
+        top={"words": np.array([2.0, 1.0]), "chars": np.array([1.0, 1.0]), "dense": np.array([0.9, 0.8, 0.7])},
+    )
+    x = features(cands)
+    assert x.shape == (3, len(FEATURES))
+    row = dict(zip(FEATURES, x[1], strict=True))
+    assert row["words_retrieved"] == 0.0 and row["words_inv_rank"] == 0.0 and row["words_raw"] == 0.0
+    assert row["dense_inv_rank"] == 1.0 and row["chars_inv_rank"] == 0.5
+    assert row["dense_z"] > 0 > dict(zip(FEATURES, x[2], strict=True))["dense_z"]
