@@ -20,6 +20,8 @@ index_cli = typer.Typer(help="Search index maintenance.", no_args_is_help=True)
 cli.add_typer(index_cli, name="index")
 users_cli = typer.Typer(help="Users and organisations (no server needed).", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
+rank_cli = typer.Typer(help="The learned re-ranker.", no_args_is_help=True)
+cli.add_typer(rank_cli, name="rank")
 
 KindOpt = Annotated[str, typer.Option("--kind", help="achievements or needs")]
 
@@ -313,6 +315,59 @@ def _eval_reviews(*, as_json: bool) -> None:
     for name, values in figures["by_ranker"].items():
         line = f"{values['ndcg@10']:>8.4f} {values['recall@50']:>10.4f} {values['judged@10']:>10.2f}"
         typer.echo(f"{name:<34} {line}")
+
+
+@rank_cli.command("train")
+def rank_train(
+    out: Annotated[Path | None, typer.Option(help="where to write the model [default: TECHMATCH_RANKER_MODEL]")] = None,
+    source: Annotated[
+        list[str] | None, typer.Option(help="graded pairs to learn from: review, push, benchmark [default: all]")
+    ] = None,
+    benchmark: Annotated[
+        str | None, typer.Option(help="A: learn from benchmark A-dev's qrels in ../shared instead (the shipped model)")
+    ] = None,
+) -> None:
+    """Fit the logistic re-ranker (seeded, reproducible) and save it as JSON; TECHMATCH_RANKER=learned serves it."""
+    from matching.rerank import SHIPPED
+
+    settings = _settings()
+    target = out or settings.ranker_model or SHIPPED
+    if benchmark is not None:
+        if benchmark.upper() != "A":
+            raise typer.BadParameter("only benchmark A has graded need → achievement pairs")
+        from app.runtime import load_embedder
+        from matching.dense import CachingEmbedder
+        from matching.index import tuning_from_settings
+        from matching.rerank import train_on_benchmark_a
+
+        tuning = tuning_from_settings(settings)
+        tuning.pop("reranker", None)
+        embedder = CachingEmbedder(load_embedder(settings), cache_dir=settings.cache_dir)
+        path = train_on_benchmark_a(settings.shared_data_dir, embedder=embedder, tuning=tuning, out=target)
+        typer.echo(f"re-ranker trained on benchmark A-dev: {path}")
+        return
+    from core.errors import DomainError
+    from models.db import session_scope
+    from models.tables import GradeSource
+    from workflow.ranking.service import train_from_grades
+
+    try:
+        sources = [GradeSource(s) for s in (source or [g.value for g in GradeSource])]
+    except ValueError:
+        raise typer.BadParameter(f"--source must be among {[g.value for g in GradeSource]}") from None
+    runtime = _runtime()
+    try:
+        with session_scope(runtime.session_factory) as session:
+            model = train_from_grades(
+                session=session,
+                indexes=runtime.indexes,
+                sources=sources,
+                out=target,
+                ranker_version=runtime.ranker_version,
+            )
+    except DomainError as exc:
+        _fail(exc.detail)
+    typer.echo(f"re-ranker {model.version} trained on {model.trained_on}: {target}")
 
 
 def _db_session():  # type: ignore[no-untyped-def]

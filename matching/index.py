@@ -25,6 +25,7 @@ from matching.embedding import Embedder
 from matching.explain import reasons, shared_terms
 from matching.fusion import SIGNALS, Candidates, FusionConfig, fuse, order
 from matching.lexical import BM25Field
+from matching.rerank import LinearRanker, rescore
 from matching.text import STOP_WORDS, USER_DICT, Segmenter, char_bigrams, clean_query, default_segmenter, normalise
 
 FORMAT_VERSION = 1
@@ -226,9 +227,12 @@ class HybridIndex:
         max_stale_fraction: float = 0.2,
         exact_filter_limit: int = 50_000,
         segmenter: Segmenter | None = None,
+        reranker: LinearRanker | None = None,
     ) -> None:
         # None gives a lexical-only index (quick evals, a model-less fallback): no vectors, no dense list.
         self.embedder = embedder
+        # A learned re-ranker orders the fused candidates instead of the fusion (unless a search names a fusion).
+        self.reranker = reranker
         self.dim = embedder.dim if embedder is not None else 0
         self.path = Path(path) if path is not None else None
         self.fusion = fusion or FusionConfig()
@@ -502,6 +506,8 @@ class HybridIndex:
             if cands is None or len(cands) == 0:
                 return []
             scores, parts = fuse(cands, config)
+            if fusion is None and self.reranker is not None:
+                scores = rescore(cands, self.reranker)
             best = order(scores, cands.positions)[:k]
             return [self._hit(query, cands, int(j), float(scores[j]), parts, config) for j in best]
 
@@ -901,7 +907,18 @@ def tuning_from_settings(settings: Settings) -> dict[str, Any]:
         "hnsw_m": settings.hnsw_m,
         "hnsw_ef_search": settings.hnsw_ef_search,
         "max_stale_fraction": settings.hnsw_max_stale_fraction,
+        "reranker": load_reranker(settings),
     }
+
+
+def load_reranker(settings: Settings) -> LinearRanker | None:
+    """The learned re-ranker the settings choose (TECHMATCH_RANKER=learned), from TECHMATCH_RANKER_MODEL or the
+    shipped model; None for the fusion."""
+    if settings.ranker != "learned":
+        return None
+    from matching.rerank import SHIPPED
+
+    return LinearRanker.load(settings.ranker_model or SHIPPED)
 
 
 # The settings that decide a ranking (HNSW's knobs only approximate the same ranking, so they are left out).
@@ -918,5 +935,9 @@ def ranker_version(tuning: Mapping[str, Any], *, model: str) -> str:
     fusion = parts["fusion"]
     if isinstance(fusion, FusionConfig):
         parts["fusion"] = dataclasses.asdict(fusion)
+    reranker = tuning.get("reranker")
+    if reranker is not None:
+        parts["reranker"] = reranker.version
     blob = json.dumps({"model": model, **parts}, sort_keys=True, default=str)
-    return "hybrid-" + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
+    prefix = "learned-" if reranker is not None else "hybrid-"
+    return prefix + hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]

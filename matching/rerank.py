@@ -9,8 +9,12 @@ it did.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -101,3 +105,117 @@ def train(
 def grades_of(keys: Sequence[str], judged: Mapping[str, int]) -> np.ndarray:
     """Each candidate's grade (0 when unjudged)."""
     return np.array([max(0, int(judged.get(key, 0))) for key in keys], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LinearRanker:
+    """A trained logistic re-ranker as plain numbers (standardisation, weights, intercept): small, readable, shipped
+    as JSON, no pickle. `probability` is P(grade >= relevant_from) for each candidate."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    relevant_from: int = 2
+    trained_on: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
+        return np.asarray(z @ np.asarray(self.coef) + self.intercept, dtype=np.float64)
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(1.0 / (1.0 + np.exp(-self.logit(x))), dtype=np.float64)
+
+    @property
+    def version(self) -> str:
+        """A short hash of the numbers (what the ranker version carries)."""
+        blob = json.dumps([self.features, self.mean, self.scale, self.coef, self.intercept, self.relevant_from])
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    def to_json(self) -> str:
+        body = {
+            "kind": "logistic",
+            "features": list(self.features),
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+            "relevant_from": self.relevant_from,
+            "trained_on": self.trained_on,
+            "version": self.version,
+        }
+        return json.dumps(body, ensure_ascii=False, indent=1) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> LinearRanker:
+        data = json.loads(text)
+        if data.get("kind") != "logistic" or tuple(data.get("features", ())) != tuple(FEATURES):
+            raise ValueError("not a logistic re-ranker over this version's features")
+        return cls(
+            features=tuple(data["features"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            scale=tuple(float(v) for v in data["scale"]),
+            coef=tuple(float(v) for v in data["coef"]),
+            intercept=float(data["intercept"]),
+            relevant_from=int(data.get("relevant_from", 2)),
+            trained_on=dict(data.get("trained_on", {})),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> LinearRanker:
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+    def save(self, path: Path) -> None:
+        """Write atomically (a reader never sees half a model)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def fit_linear(
+    groups: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    relevant_from: int = 2,
+    seed: int = SEED,
+    trained_on: Mapping[str, Any] | None = None,
+) -> LinearRanker:
+    """Train the logistic re-ranker and keep it as plain numbers."""
+    ranker = train(groups, kind="logistic", relevant_from=relevant_from, seed=seed)
+    scaler, model = ranker.model[0], ranker.model[-1]
+    return LinearRanker(
+        features=tuple(FEATURES),
+        mean=tuple(round(float(v), 8) for v in scaler.mean_),
+        scale=tuple(round(float(v), 8) if v > 0 else 1.0 for v in scaler.scale_),
+        coef=tuple(round(float(v), 8) for v in model.coef_[0]),
+        intercept=round(float(model.intercept_[0]), 8),
+        relevant_from=relevant_from,
+        trained_on=dict(trained_on or {}),
+    )
+
+
+SHIPPED = Path(__file__).resolve().parent / "resources" / "ranker-logistic.json"
+
+
+def train_on_benchmark_a(data_dir: Path, *, embedder: Any, tuning: Mapping[str, Any], out: Path = SHIPPED) -> Path:
+    """Fit the logistic re-ranker on every A-dev query's candidates (the shipped model) and save it."""
+    from matching.crossval import _labelled
+    from matching.eval import load_benchmark_a, prepare
+
+    bench = load_benchmark_a(data_dir)
+    prep = prepare(bench, embedder=embedder, tuning=tuning)
+    data = _labelled(prep)
+    pairs = sum(int((y > 0).sum()) for _, y, _ in data.values())
+    model = fit_linear(
+        [(x, y) for x, y, _ in data.values()],
+        trained_on={"source": "benchmark A-dev (qrels_dev.tsv)", "queries": len(data), "graded_relevant": pairs},
+    )
+    model.save(out)
+    return out
+
+
+def rescore(cands: Candidates, ranker: LinearRanker) -> np.ndarray:
+    """The re-ranker's probability for every candidate (the served score when the learned ranker is on)."""
+    return ranker.probability(features(cands))

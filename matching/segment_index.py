@@ -44,6 +44,7 @@ from matching.index import (
     writer_lock,
 )
 from matching.maxscore import LexicalResult, bm25_top
+from matching.rerank import LinearRanker, rescore
 from matching.segments import FIELDS, MAX_TERM, Row, Segment, merge_segments
 from matching.text import Segmenter, default_segmenter, normalise
 
@@ -108,9 +109,12 @@ class SegmentIndex:
         hnsw_ef_search: int = 128,
         hnsw_ef_construction: int = 80,
         bm25_pruning: bool = True,
+        reranker: LinearRanker | None = None,
         **_engine_tuning: Any,  # knobs of the generation index only (its stale-graph rebuild fraction)
     ) -> None:
         self.embedder = embedder
+        # A learned re-ranker orders the fused candidates instead of the fusion (unless a search names a fusion).
+        self.reranker = reranker
         self.dim = embedder.dim if embedder is not None else 0
         self.local_dim = self.dim if self.vectors_in_segments else 0  # the width of the vectors segments store
         self.path = Path(path) if path is not None else None
@@ -539,6 +543,8 @@ class SegmentIndex:
         if cands is None or len(cands) == 0:
             return []
         scores, parts = fuse(cands, config)
+        if fusion is None and self.reranker is not None:
+            scores = rescore(cands, self.reranker)
         best = order(scores, state.ids_all[cands.positions])[:k]
         return [self._hit(state, query, cands, int(j), float(scores[j]), parts, config, idf) for j in best]
 

@@ -229,6 +229,40 @@ def test_todays_rankers_are_measured_on_the_stored_grades_over_http_and_the_cli(
     assert f"hybrid@{runtime.ranker_version}" in table and "1.0000" in table
 
 
+def test_the_reranker_learns_from_the_stored_grades_and_serves_when_chosen(
+    runtime: Runtime, catalogue: dict[str, Any], tmp_path: Path, embedder: Any
+) -> None:
+    """`techmatch rank train` fits the re-ranker on the review grades (reproducibly); a runtime with
+    TECHMATCH_RANKER=learned serves it, and its answers carry a `learned-` ranker version."""
+    from app.main import create_app
+    from matching.rerank import LinearRanker
+    from tests.app.conftest import make_runtime
+
+    env = _env(runtime.settings.data_dir.parent, runtime.settings.resolved_database_url)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    for out in (first, second):
+        done = _techmatch(env, "rank", "train", "--source", "review", "--out", str(out))
+        assert done.returncode == 0, done.stderr
+    assert first.read_bytes() == second.read_bytes()
+    model = LinearRanker.load(first)
+    assert model.trained_on["queries"] == len(catalogue["needs"]) and model.trained_on["source"] == ["review"]
+
+    learned = make_runtime(
+        tmp_path, runtime.settings.resolved_database_url, embedder, ranker="learned", ranker_model=first
+    )
+    try:
+        assert learned.ranker_version.startswith("learned-") and learned.ranker_version != runtime.ranker_version
+        with TestClient(create_app(runtime=learned)) as c:
+            body = c.post("/api/v1/match", json={"text": "海水淡化反渗透膜", "k": 5}, headers=STAFF).json()
+        assert body["ranker_version"] == learned.ranker_version
+        scores = [hit["score"] for hit in body["results"]]
+        assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+    finally:
+        learned.close()
+    bad = _techmatch(env, "rank", "train", "--source", "push", "--out", str(tmp_path / "c.json"), check=False)
+    assert bad.returncode == 2 and "training needs" in bad.stderr
+
+
 def test_a_closed_round_takes_no_more_grades(client: TestClient, catalogue: dict[str, Any]) -> None:
     fresh = _round(client, catalogue, name="第二轮", depth=2, judges_per_pair=1)
     expert = next(e for e in catalogue["experts"].values() if _queue(client, e))

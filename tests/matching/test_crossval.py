@@ -104,3 +104,23 @@ def test_features_are_one_row_per_candidate_in_position_order() -> None:
     assert row["words_retrieved"] == 0.0 and row["words_inv_rank"] == 0.0 and row["words_raw"] == 0.0
     assert row["dense_inv_rank"] == 1.0 and row["chars_inv_rank"] == 0.5
     assert row["dense_z"] > 0 > dict(zip(FEATURES, x[2], strict=True))["dense_z"]
+
+
+def test_the_linear_ranker_keeps_the_fitted_model_exactly(tmp_path: Path) -> None:
+    """The JSON model scores as the scikit-learn pipeline it came from, and survives a save and a load."""
+    from matching.rerank import FEATURES, LinearRanker, fit_linear, train
+
+    rng = np.random.default_rng(3)
+    groups = []
+    for _ in range(12):
+        x = rng.normal(size=(40, len(FEATURES)))
+        y = (x[:, 9] + 0.3 * rng.normal(size=40) > 1.0).astype(np.int64) * 2
+        groups.append((x, y))
+    model = fit_linear(groups, trained_on={"source": "synthetic"})
+    pipeline = train(groups, kind="logistic")
+    x = np.vstack([g[0] for g in groups])
+    assert np.allclose(model.probability(x), pipeline.model.predict_proba(x)[:, 1], atol=1e-6)
+    model.save(tmp_path / "m.json")
+    again = LinearRanker.load(tmp_path / "m.json")
+    assert again == model and again.version == model.version and again.trained_on == {"source": "synthetic"}
+    assert max(FEATURES, key=lambda f: model.coef[FEATURES.index(f)]) == "dense_z"  # it learned the signal

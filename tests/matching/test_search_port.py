@@ -178,3 +178,34 @@ def test_pgvector_hnsw_path_filters_and_excludes_like_the_exact_scan(
         assert [h.id for h in a] == [h.id for h in b], query
         assert [h.reasons["scores"]["dense"] for h in a] == pytest.approx([h.reasons["scores"]["dense"] for h in b])
     assert {h.id for h in hnsw.search("电池", k=10, filters={"field": "能源"})} == {1, 2, 8}
+
+
+def test_a_learned_reranker_orders_the_candidates_and_a_named_fusion_overrides_it(
+    engine: Any, tmp_path: Path, embedder: Embedder
+) -> None:
+    """A re-ranker that weighs only the dense z-score ranks exactly as the dense signal alone; its score is a
+    probability; a search that names a fusion (review pooling's single signals) ignores the re-ranker."""
+    from matching.fusion import FusionConfig
+    from matching.rerank import FEATURES, SHIPPED, LinearRanker
+
+    n = len(FEATURES)
+    dense_only = LinearRanker(
+        features=tuple(FEATURES),
+        mean=(0.0,) * n,
+        scale=(1.0,) * n,
+        coef=tuple(1.0 if f == "dense_z" else 0.0 for f in FEATURES),
+        intercept=0.0,
+    )
+    learned = engine.open(tmp_path / "learned", embedder=embedder, reranker=dense_only)
+    plain = engine.open(tmp_path / "plain", embedder=embedder)
+    learned.sync(make_docs())
+    plain.sync(make_docs())
+    query = "电池 储能 安全"
+    dense = FusionConfig(weight_words=0.0, weight_chars=0.0, weight_dense=1.0)
+    hits = learned.search(query, k=8)
+    assert [h.id for h in hits] == [h.id for h in plain.search(query, k=8, fusion=dense)]
+    assert all(0.0 < h.score < 1.0 for h in hits) and hits == sorted(hits, key=lambda h: -h.score)
+    assert [h.id for h in learned.search(query, k=8, fusion=FusionConfig())] == [h.id for h in plain.search(query, k=8)]
+    shipped = engine.open(tmp_path / "shipped", embedder=embedder, reranker=LinearRanker.load(SHIPPED))
+    shipped.sync(make_docs())
+    assert shipped.search(query, k=3)
