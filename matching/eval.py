@@ -279,8 +279,10 @@ def run_eval(
         seconds = {k: round(v, 1) for k, v in prep.seconds.items()}
         if cross_validate and model is embedder:
             from matching.crossval import cross_validated_report
+            from matching.rerank import SHIPPED, LinearRanker
 
-            cv[bench.name] = cross_validated_report(prep, default=fusion, grid=fusion_grid())
+            shipped = LinearRanker.load(SHIPPED) if SHIPPED.exists() else None
+            cv[bench.name] = cross_validated_report(prep, default=fusion, grid=fusion_grid(), shipped=shipped)
         return seconds, {mode: score(prep, mode_config(mode, fusion)) for mode in modes}
 
     for bench in load_benchmarks(benchmarks, data_dir):
