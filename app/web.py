@@ -151,12 +151,27 @@ def check_login_csrf(request: Request, settings: Settings, sent: str) -> None:
         raise Forbidden("the form has expired or came from another site; reload the page and try again", field="csrf")
 
 
-def check_csrf(page: PageSession, sent: str | None) -> None:
-    """Refuse a form post (or a script's POST) without this session's CSRF secret."""
+def check_csrf(page: PageSession, sent: str | None, request: Request | None = None) -> None:
+    """Refuse a form post (or a script's POST) without this session's CSRF secret.
+
+    Signed out there is no secret to check. On the demo server (development, no admin token) a signed-out visitor
+    acts as staff, so there a post must at least come from a page of this site (its Origin or Referer).
+    """
     if not page.signed_in:
-        return  # nothing to forge: the post acts as nobody (the demo server's anonymous staff has no cookie)
+        if page.principal.role is not None and request is not None and not _same_origin(request):
+            raise Forbidden("a form posted from another site", field="csrf")
+        return
     if not sent or not hmac.compare_digest(page.csrf.encode(), sent.encode()):
         raise Forbidden("the form has expired or came from another site; reload the page and try again", field="csrf")
+
+
+def _same_origin(request: Request) -> bool:
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source:
+        return False
+    from urllib.parse import urlsplit
+
+    return urlsplit(source).netloc == request.headers.get("host", "")
 
 
 def page_allow(audience: frozenset[str], who: str) -> Any:

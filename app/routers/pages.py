@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from accounts import service as accounts
 from accounts.policy import ACHIEVEMENT_PUBLISHERS, EXPERTS, NEED_PUBLISHERS, PUBLIC, STAFF, Principal
@@ -82,6 +83,8 @@ def _render(request: Request, page: PageSession, name: str, status: int = 200, *
 def _safe_next(target: str | None) -> str:
     """Only a path on this site (no scheme, no host): never an open redirect."""
     if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+        return "/"
+    if "\\" in target or any(ord(c) < 0x20 for c in target):  # "/\\evil.com" is another host to some browsers
         return "/"
     return target
 
@@ -272,6 +275,12 @@ def my_listings(request: Request, session: SessionDep, page: PublisherPage) -> R
     return _render(request, page, "my.html", needs=needs, achievements=achievements)
 
 
+# Optional fields the edit form may empty (their columns take NULL).
+_CLEARABLE: dict[str, tuple[str, ...]] = {
+    "needs": ("field", "region", "budget_yuan", "deadline"),
+    "achievements": ("field", "maturity_stage", "price_yuan"),
+}
+
 _FORMS: dict[str, dict[str, Any]] = {
     "needs": {"create": NeedCreate, "update": NeedUpdate, "audience": NEED_PUBLISHERS},
     "achievements": {"create": AchievementCreate, "update": AchievementUpdate, "audience": ACHIEVEMENT_PUBLISHERS},
@@ -323,7 +332,7 @@ def new_achievement_form(request: Request, page: AchievementPublisherPage) -> Re
 async def _posted(request: Request, page: PageSession) -> dict[str, str]:
     form = await request.form()
     values = {k: str(v) for k, v in form.items()}
-    check_csrf(page, values.get(CSRF_FIELD))
+    check_csrf(page, values.get(CSRF_FIELD), request)
     return values
 
 
@@ -341,6 +350,11 @@ async def create_achievement(request: Request, runtime: RuntimeDep, page: Achiev
 
 async def _create(request: Request, runtime: Any, page: PageSession, kind: str) -> Response:
     form = await _posted(request, page)
+    # The database write and the wait for the index block: off the event loop, so other requests go on meanwhile.
+    return await run_in_threadpool(_create_sync, request, runtime, page, kind, form)
+
+
+def _create_sync(request: Request, runtime: Any, page: PageSession, kind: str, form: dict[str, str]) -> Response:
     values = _form_values(kind, form)
     try:
         data = _FORMS[kind]["create"].model_validate(values)
@@ -413,7 +427,16 @@ def _values_of(row: Any) -> dict[str, str]:
 
 async def _edit(request: Request, runtime: Any, page: PageSession, kind: str, row_id: int) -> Response:
     form = await _posted(request, page)
+    return await run_in_threadpool(_edit_sync, request, runtime, page, kind, row_id, form)
+
+
+def _edit_sync(
+    request: Request, runtime: Any, page: PageSession, kind: str, row_id: int, form: dict[str, str]
+) -> Response:
     values = _form_values(kind, form)
+    for name in _CLEARABLE[kind]:  # a field emptied on the edit form is cleared, not kept
+        if name in form and not form[name].strip():
+            values[name] = None
     with runtime.write_session_factory() as session:
         row = _editable(session, page, kind, row_id)
         try:
@@ -442,9 +465,13 @@ def review_queue(request: Request, session: SessionDep, page: ExpertPage) -> Res
 async def grade_item(item_id: int, request: Request, runtime: RuntimeDep, page: ExpertPage) -> Response:
     """Grade one item of my queue (the queue page's script posts here with the CSRF header)."""
     form = await request.form()
-    check_csrf(page, request.headers.get(CSRF_HEADER) or str(form.get(CSRF_FIELD) or ""))
+    check_csrf(page, request.headers.get(CSRF_HEADER) or str(form.get(CSRF_FIELD) or ""), request)
     raw = {k: str(v) for k, v in form.items() if k != CSRF_FIELD and str(v) != ""}
-    body: dict[str, Any] = {"grade": int(raw["grade"]) if raw.get("grade", "").isdigit() else raw.get("grade")}
+    return await run_in_threadpool(_grade_sync, item_id, runtime, page, raw)
+
+
+def _grade_sync(item_id: int, runtime: Any, page: PageSession, raw: dict[str, str]) -> Response:
+    body: dict[str, Any] = {"grade": raw.get("grade")}  # pydantic parses "2" and refuses "²" (a 422, not a 500)
     if raw.get("cant_judge") in ("1", "true", "on"):
         body = {"grade": None, "cant_judge": True}
     if raw.get("reason"):
@@ -496,7 +523,10 @@ def round_page(round_id: int, request: Request, session: SessionDep, page: Staff
 async def adjudicate_pair(pair_id: int, request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
     """Settle a disputed pair from the round page (staff)."""
     form = await _posted(request, page)
-    value = form.get("grade", "")
+    return await run_in_threadpool(_adjudicate_sync, pair_id, runtime, page, form.get("grade", ""))
+
+
+def _adjudicate_sync(pair_id: int, runtime: Any, page: PageSession, value: str) -> Response:
     if value not in ("0", "1", "2", "3"):
         from core.errors import InvalidInput
 

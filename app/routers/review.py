@@ -39,6 +39,7 @@ def open_round(body: RoundCreate, session: SessionDep, runtime: RuntimeDep, acto
         ranker_version=runtime.ranker_version,
         actor=actor,
     )
+    session.commit()  # before the answer: a client that reads the round at once must find it
     return RoundCreated(
         id=opened.round.id,
         name=opened.round.name,
@@ -76,6 +77,7 @@ def round_report(round_id: IdPath, session: SessionDep, _: StaffDep) -> RoundRep
 def close_round(round_id: IdPath, session: SessionDep, actor: StaffDep) -> RoundReport:
     """Stop taking grades (staff)."""
     review = service.close_round(session=session, round_id=round_id, actor=actor)
+    session.commit()
     return _report(session, review)
 
 
@@ -109,6 +111,7 @@ def queue(session: SessionDep, expert: ExpertDep, limit: Annotated[int, Query(ge
 def grade(item_id: IdPath, body: GradeIn, session: SessionDep, expert: ExpertDep) -> GradeOut:
     """Grade an item of your own queue: 0-3, or cant_judge, with an optional reason code."""
     item = service.grade(session=session, item_id=item_id, data=body, expert=expert)
+    session.commit()
     return GradeOut(
         id=item.id,
         round_id=item.round_id,
@@ -123,6 +126,7 @@ def grade(item_id: IdPath, body: GradeIn, session: SessionDep, expert: ExpertDep
 def adjudicate(pair_id: IdPath, body: AdjudicateIn, session: SessionDep, actor: StaffDep) -> PairOut:
     """Settle a pair with the grade that stands (staff): disputed pairs wait for this."""
     pair = service.adjudicate(session=session, pair_id=pair_id, grade_value=body.grade, actor=actor)
+    session.commit()
     return PairOut(
         id=pair.id,
         round_id=pair.round_id,

@@ -30,13 +30,19 @@
     while (next && next.classList.contains("sent")) next = next.nextElementSibling;
     show(next);
     try {
+      // redirect: "manual": an expired session answers a redirect to the login page, which is no saved grade.
       const r = await fetch(`/review/items/${item.dataset.id}/grade`, {
-        method: "POST", body, headers: {"X-CSRF-Token": csrf}, credentials: "same-origin",
+        method: "POST", body, headers: {"X-CSRF-Token": csrf}, credentials: "same-origin", redirect: "manual",
       });
-      if (!r.ok) throw new Error(`${r.status}`);
+      const json = (r.headers.get("content-type") || "").includes("application/json");
+      if (r.type === "opaqueredirect") throw new Error("登录已过期，请重新登录");
+      if (!r.ok || !json) throw new Error(`${r.status}`);
       item.remove();
-      remaining.textContent = String(Math.max(0, Number(remaining.textContent) - 1));
+      const left = Math.max(0, Number(remaining.textContent) - 1);
+      remaining.textContent = String(left);
       status.textContent = `已保存：${value === "n" ? "无法判断" : value + " 分"}`;
+      // The page holds the first 100 items: when they are done and more wait, fetch the next ones.
+      if (left > 0 && !queue.querySelector("article.item")) window.location.reload();
     } catch (err) {
       item.classList.remove("sent");
       show(item);

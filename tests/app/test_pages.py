@@ -197,9 +197,18 @@ def test_staff_settle_a_pair_from_the_round_page(client: TestClient, runtime: Ru
 
     from models.tables import GradedPair, ReviewPair
 
+    achievement = {"title": "海参深加工低温干燥技术", "abstract": "低温真空干燥保持海参活性成分"}
+    assert client.post("/api/v1/achievements", json=achievement, headers=STAFF).is_success
+    need = client.post("/api/v1/needs", json={"title": "海参干燥工艺改进"}, headers=STAFF).json()
+    r = client.post(
+        "/api/v1/review/rounds",
+        json={"name": "裁定", "need_ids": [need["id"]], "depth": 1, "judges_per_pair": 1},
+        headers=STAFF,
+    )
+    assert r.status_code == 201, r.text
     with runtime.session_factory() as session:
-        pair = session.scalars(select(ReviewPair).order_by(ReviewPair.id)).first()
-    assert pair is not None, "the keyboard test's round made pairs"
+        pair = session.scalars(select(ReviewPair).where(ReviewPair.round_id == r.json()["id"])).first()
+    assert pair is not None
     staff = TestClient(client.app, follow_redirects=False)
     csrf = re.findall(r'name="csrf" value="([^"]*)"', staff.get("/login").text)[-1]
     assert staff.post("/login", data={"username": "staff-1", "password": PASSWORD, "csrf": csrf}).status_code == 303
@@ -214,3 +223,29 @@ def test_staff_settle_a_pair_from_the_round_page(client: TestClient, runtime: Ru
         assert session.get(ReviewPair, pair.id).grade == 3  # type: ignore[union-attr]
         stored = session.scalars(select(GradedPair).where(GradedPair.achievement_id == pair.achievement_id)).all()
     assert [g.grade for g in stored if g.need_id == pair.need_id] == [3]
+
+
+def test_a_demo_servers_anonymous_post_must_come_from_the_site() -> None:
+    """On the demo server a signed-out visitor acts as staff: a post from another site's page is refused."""
+    from starlette.requests import Request
+
+    from app.deps import DEMO
+    from app.routers.pages import _safe_next
+    from app.web import PageSession, check_csrf
+    from core.errors import Forbidden
+
+    def request(headers: dict[str, str]) -> Request:
+        return Request({"type": "http", "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
+
+    demo = PageSession(principal=DEMO)
+    check_csrf(demo, None, request({"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:8000"}))
+    for headers in ({"host": "127.0.0.1:8000", "origin": "http://evil.example"}, {"host": "127.0.0.1:8000"}):
+        with pytest.raises(Forbidden):
+            check_csrf(demo, None, request(headers))
+    assert [_safe_next(t) for t in ("/my", "//evil.com", "/\\evil.com", "https://evil.com", "/x\r\nSet-Cookie")] == [
+        "/my",
+        "/",
+        "/",
+        "/",
+        "/",
+    ]

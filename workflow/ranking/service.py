@@ -17,6 +17,7 @@ from models.tables import GradedPair, GradeSource, Need
 from workflow.review.service import need_query_text
 
 MIN_QUERIES = 3  # fewer needs with a relevant pair than this teach a model nothing
+RELEVANT = 2  # the grade the model learns to recognise (as benchmark A: level 3 and up)
 
 
 def training_groups(
@@ -51,6 +52,12 @@ def train_from_grades(
     if len(groups) < MIN_QUERIES:
         raise InvalidInput(
             f"{len(groups)} needs have a pair graded 1 or more among their candidates; training needs {MIN_QUERIES}",
+            field="source",
+        )
+    labels = np.concatenate([y for _, y in groups])
+    if (labels >= RELEVANT).all() or not (labels >= RELEVANT).any():
+        raise InvalidInput(
+            f"no candidate is graded {RELEVANT} or more (or none below it): the grades give nothing to learn from",
             field="source",
         )
     model = fit_linear(

@@ -137,7 +137,9 @@ def open_round(
 
     ordered = [needs[i] for i in ids]
     pooled, runs = pool(indexes=indexes, needs=ordered, depth=data.depth)
-    wanted = {a for found in pooled.values() for a in found}
+    # Every achievement any ranker returned (to depth 50), not only the pooled ones: a run that lost its unpooled
+    # members would lift lower, judged ones into its top 10 and flatter its nDCG.
+    wanted = {a for _, _, a, _, _ in runs}
     achievements = {
         a.id: a
         for a in session.scalars(
@@ -274,6 +276,7 @@ def grade(*, session: Session, item_id: int, data: GradeIn, expert: Principal) -
     item = session.get(ReviewItem, item_id)
     if item is None or expert.user_id is None or item.expert_id != expert.user_id:
         raise NotFound(f"no review item {item_id} in your queue")
+    _lock_pair(session, item.pair_id)
     review = session.get(ReviewRound, item.round_id)
     if review is None or review.status != RoundStatus.open:
         raise Conflict(f"review round {item.round_id} is closed; grades can no longer change")
@@ -312,7 +315,7 @@ def merge_pair(*, session: Session, pair: ReviewPair, review: ReviewRound) -> No
 
 def adjudicate(*, session: Session, pair_id: int, grade_value: int, actor: Principal) -> ReviewPair:
     """Staff settle a pair (disputed or not) with the grade that stands."""
-    pair = session.get(ReviewPair, pair_id)
+    pair = _lock_pair(session, pair_id)
     if pair is None:
         raise NotFound(f"no review pair {pair_id}")
     review = get_round(session=session, round_id=pair.round_id)
@@ -333,6 +336,18 @@ def adjudicate(*, session: Session, pair_id: int, grade_value: int, actor: Princ
     )
     _store_graded_pair(session=session, pair=pair, review=review)
     return pair
+
+
+def _lock_pair(session: Session, pair_id: int) -> ReviewPair | None:
+    """Lock a pair's row for this transaction (PostgreSQL: FOR UPDATE; SQLite writers are serialised already).
+
+    Two judges sending a pair's last two grades at once would otherwise each read the other's item as ungraded, and
+    the pair would never be merged (or both would insert its graded pair).
+    """
+    stmt = (
+        select(ReviewPair).where(ReviewPair.id == pair_id).with_for_update().execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).unique().one_or_none()
 
 
 def _store_graded_pair(*, session: Session, pair: ReviewPair, review: ReviewRound) -> None:
