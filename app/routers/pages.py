@@ -37,8 +37,8 @@ from app.web import (
 from catalog import service as catalog
 from catalog.match import FILTERS, match_text, matches_for_achievement, matches_for_need
 from catalog.schemas import AchievementCreate, AchievementUpdate, NeedCreate, NeedUpdate
-from core.errors import DomainError
-from models.tables import ListingStatus, Role, Visibility
+from core.errors import DomainError, Forbidden, InvalidInput, NotFound
+from models.tables import Role
 from workflow.review import service as review
 from workflow.review.schemas import GRADE_SCALE, REASONS, GradeIn
 
@@ -251,8 +251,6 @@ def achievement_page(
 
 
 def _row_id(value: int) -> int:
-    from core.errors import NotFound
-
     if not 1 <= value <= 2**31 - 1:
         raise NotFound(f"no row {value}")
     return value
@@ -404,8 +402,6 @@ def _editable(session: Session, page: PageSession, kind: str, row_id: int) -> An
     key = "need_id" if kind == "needs" else "achievement_id"
     row = get(session=session, viewer=page.principal, **{key: _row_id(row_id)})
     if not _may_edit(page.principal, row.owner_id, _FORMS[kind]["audience"]):
-        from core.errors import Forbidden
-
         raise Forbidden(f"{kind[:-1]} {row_id} belongs to another organisation")
     return row
 
@@ -528,8 +524,6 @@ async def adjudicate_pair(pair_id: int, request: Request, runtime: RuntimeDep, p
 
 def _adjudicate_sync(pair_id: int, runtime: Any, page: PageSession, value: str) -> Response:
     if value not in ("0", "1", "2", "3"):
-        from core.errors import InvalidInput
-
         raise InvalidInput("choose a grade 0-3", field="grade")
     with runtime.write_session_factory() as session:
         pair = review.adjudicate(
@@ -590,6 +584,3 @@ def install(app: FastAPI) -> None:
         return _render(request, page, "error.html", status=exc.status, detail=exc.detail, code=exc.status)
 
     app.add_exception_handler(DomainError, handler)
-
-
-__all__ = ["router", "install", "ListingStatus", "Visibility"]
