@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from accounts import audit
 from accounts.policy import Principal
@@ -344,10 +344,15 @@ def _lock_pair(session: Session, pair_id: int) -> ReviewPair | None:
     Two judges sending a pair's last two grades at once would otherwise each read the other's item as ungraded, and
     the pair would never be merged (or both would insert its graded pair).
     """
+    # No eager joins in the locking query: PostgreSQL refuses FOR UPDATE over the nullable side of an outer join.
     stmt = (
-        select(ReviewPair).where(ReviewPair.id == pair_id).with_for_update().execution_options(populate_existing=True)
+        select(ReviewPair)
+        .where(ReviewPair.id == pair_id)
+        .options(lazyload("*"))
+        .with_for_update(of=ReviewPair)
+        .execution_options(populate_existing=True)
     )
-    return session.scalars(stmt).unique().one_or_none()
+    return session.scalars(stmt).one_or_none()
 
 
 def _store_graded_pair(*, session: Session, pair: ReviewPair, review: ReviewRound) -> None:
