@@ -85,6 +85,10 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
     embedder = embedder if embedder is not None else load_embedder(settings)
     _warm_up(embedder)
     tuning = tuning_from_settings(settings) | engine_tuning(settings)
+    if tuning.get("reranker") is not None:
+        from matching.rerank import check_embedder
+
+        check_embedder(tuning["reranker"], embedder)  # a model trained on another encoder's scores is refused
     engine_class = index_class(settings)
 
     def reopen(target: Target) -> SearchIndex:

@@ -210,7 +210,12 @@ def train_on_benchmark_a(data_dir: Path, *, embedder: Any, tuning: Mapping[str, 
     pairs = sum(int((y > 0).sum()) for _, y, _ in data.values())
     model = fit_linear(
         [(x, y) for x, y, _ in data.values()],
-        trained_on={"source": "benchmark A-dev (qrels_dev.tsv)", "queries": len(data), "graded_relevant": pairs},
+        trained_on={
+            "source": "benchmark A-dev (qrels_dev.tsv)",
+            "queries": len(data),
+            "graded_relevant": pairs,
+            "embedder": embedder_name(embedder),
+        },
     )
     model.save(out)
     return out
@@ -219,3 +224,21 @@ def train_on_benchmark_a(data_dir: Path, *, embedder: Any, tuning: Mapping[str, 
 def rescore(cands: Candidates, ranker: LinearRanker) -> np.ndarray:
     """The re-ranker's probability for every candidate (the served score when the learned ranker is on)."""
     return ranker.probability(features(cands))
+
+
+def embedder_name(embedder: Any) -> str | None:
+    """The encoder's name (its dense features depend on it), through a caching wrapper."""
+    inner = getattr(embedder, "inner", embedder)
+    return getattr(inner, "name", None)
+
+
+def check_embedder(ranker: LinearRanker, embedder: Any) -> None:
+    """Refuse a re-ranker whose dense features came from another encoder (their scale differs: it would silently
+    over- or under-weigh them)."""
+    trained = ranker.trained_on.get("embedder")
+    serving = embedder_name(embedder)
+    if trained and serving and trained != serving:
+        raise ValueError(
+            f"the re-ranker was trained with the encoder {trained!r}, but this process encodes with {serving!r}: "
+            "train it again (techmatch rank train) or set TECHMATCH_RANKER=fusion"
+        )

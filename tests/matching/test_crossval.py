@@ -124,3 +124,17 @@ def test_the_linear_ranker_keeps_the_fitted_model_exactly(tmp_path: Path) -> Non
     again = LinearRanker.load(tmp_path / "m.json")
     assert again == model and again.version == model.version and again.trained_on == {"source": "synthetic"}
     assert max(FEATURES, key=lambda f: model.coef[FEATURES.index(f)]) == "dense_z"  # it learned the signal
+
+
+def test_a_reranker_from_another_encoder_is_refused() -> None:
+    """Its dense features' scale belongs to the encoder it was trained with: another one is refused at start-up."""
+    from types import SimpleNamespace
+
+    from matching.rerank import SHIPPED, LinearRanker, check_embedder
+
+    shipped = LinearRanker.load(SHIPPED)
+    trained = shipped.trained_on["embedder"]
+    check_embedder(shipped, SimpleNamespace(name=trained))
+    check_embedder(shipped, SimpleNamespace(inner=SimpleNamespace(name=trained)))  # through a caching wrapper
+    with pytest.raises(ValueError, match="train it again"):
+        check_embedder(shipped, SimpleNamespace(name="another-encoder"))

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from catalog.indexing import Indexes
 from core.errors import InvalidInput
-from matching.rerank import LinearRanker, features, fit_linear, grades_of
+from matching.rerank import LinearRanker, embedder_name, features, fit_linear, grades_of
 from models.tables import GradedPair, GradeSource, Need
 from workflow.review.service import need_query_text
 
@@ -67,6 +67,7 @@ def train_from_grades(
             "queries": len(groups),
             "graded_relevant": int(sum(int((y > 0).sum()) for _, y in groups)),
             "candidates_from": ranker_version,
+            "embedder": embedder_name(indexes.of("achievements").embedder),  # type: ignore[attr-defined]
         },
     )
     model.save(out)
