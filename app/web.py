@@ -13,6 +13,7 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,13 @@ def session_secret(settings: Settings) -> str:
         return settings.secret_key
     if settings.admin_token:
         return hmac.new(settings.admin_token.encode(), b"techmatch page sessions", hashlib.sha256).hexdigest()
-    path = Path(settings.data_dir) / "session.key"
+    return _key_file(str(Path(settings.data_dir) / "session.key"))
+
+
+@lru_cache(maxsize=8)
+def _key_file(name: str) -> str:
+    """The development key kept in the data folder, read once per process (every page request signs with it)."""
+    path = Path(name)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".session.key.{secrets.token_hex(4)}")

@@ -114,11 +114,8 @@ def cross_validated_report(
     """
     from matching.eval import mode_config
 
-    singles = {
-        "bm25-words": FusionConfig(weight_words=1.0, weight_chars=0.0, weight_dense=0.0),
-        "bm25-chars": FusionConfig(weight_words=0.0, weight_chars=1.0, weight_dense=0.0),
-        "dense": mode_config("dense", default),
-    }
+    singles = {"bm25-words": FusionConfig.only("words"), "bm25-chars": FusionConfig.only("chars")}
+    singles["dense"] = mode_config("dense", default)
     out: dict[str, Any] = {"folds": k, "seed": seed, "queries": len(prep.bench.gains), "rankers": {}}
     for name, config in singles.items():
         values = per_query(prep, config)
@@ -143,15 +140,7 @@ def _score_ranker(prep: Prepared, ranker: Any) -> float:
     """Mean nDCG@10 of a trained re-ranker over every query of the benchmark."""
     from ranx import Qrels, Run, evaluate
 
-    from matching.eval import RUN_DEPTH
-
-    run: dict[str, dict[str, float]] = {}
-    for qid, (x, _, keys) in _labelled(prep).items():
-        scores = ranker.probability(x)
-        best = np.lexsort((np.arange(len(keys)), -scores))[:RUN_DEPTH]
-        run[qid] = {keys[j]: float(len(best) - r) for r, j in enumerate(best)}
-    for qid in prep.bench.gains:
-        run.setdefault(qid, {})
+    run = _ranked(_labelled(prep), list(prep.bench.gains), ranker.probability)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(evaluate(Qrels(prep.bench.gains), Run(run), "ndcg@10", make_comparable=True))  # type: ignore[arg-type]
@@ -171,11 +160,27 @@ def _labelled(prep: Prepared) -> dict[str, tuple[np.ndarray, np.ndarray, list[st
     return out
 
 
+def _ranked(
+    data: Mapping[str, tuple[np.ndarray, np.ndarray, list[str]]], query_ids: Sequence[str], score: Any
+) -> dict[str, dict[str, float]]:
+    """A ranx run: each query's candidates ordered by a model's score (ties: the lower position), top RUN_DEPTH."""
+    from matching.eval import RUN_DEPTH
+
+    run: dict[str, dict[str, float]] = {}
+    for qid in query_ids:
+        if qid not in data:
+            run[qid] = {}
+            continue
+        x, _, keys = data[qid]
+        best = np.lexsort((np.arange(len(keys)), -score(x)))[:RUN_DEPTH]
+        run[qid] = {keys[j]: float(len(best) - r) for r, j in enumerate(best)}
+    return run
+
+
 def cross_validate_reranker(prep: Prepared, *, kind: str, k: int = FOLDS, seed: int = SEED) -> dict[str, Any]:
     """A re-ranker trained on k-1 folds of the queries, scored on the fold left out: held-out nDCG@10."""
     from ranx import Qrels, Run, evaluate
 
-    from matching.eval import RUN_DEPTH
     from matching.rerank import train
 
     data = _labelled(prep)
@@ -184,16 +189,7 @@ def cross_validate_reranker(prep: Prepared, *, kind: str, k: int = FOLDS, seed: 
     for fold in folds(list(prep.bench.gains), k=k, seed=seed):
         chosen = set(fold)
         ranker = train([(x, y) for q, (x, y, _) in data.items() if q not in chosen], kind=kind, seed=seed)  # type: ignore[arg-type]
-        run: dict[str, dict[str, float]] = {}
-        for qid in fold:
-            if qid not in data:
-                run[qid] = {}
-                continue
-            x, _, keys = data[qid]
-            scores = ranker.score(x)
-            best = np.lexsort((np.arange(len(keys)), -scores))[:RUN_DEPTH]  # ties: the lower position
-            run[qid] = {keys[j]: float(len(best) - r) for r, j in enumerate(best)}
-        scored = Run(run, name=kind)
+        scored = Run(_ranked(data, fold, ranker.score), name=kind)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             evaluate(Qrels({q: prep.bench.gains[q] for q in fold}), scored, "ndcg@10", make_comparable=True)

@@ -28,6 +28,11 @@ class FusionConfig:
         """The weight of one signal ("words", "chars" or "dense")."""
         return float(getattr(self, f"weight_{signal}"))
 
+    @classmethod
+    def only(cls, signal: str) -> FusionConfig:
+        """The signal alone (z-scoring one list keeps its order): each single-signal baseline and review pool."""
+        return cls(**{f"weight_{s}": 1.0 if s == signal else 0.0 for s in SIGNALS})  # type: ignore[arg-type]
+
     def uses(self, signal: str) -> bool:
         """Whether a signal contributes at all (a zero weight lets the index skip computing it)."""
         return self.weight(signal) > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,20 @@ def people(client: TestClient) -> dict[str, dict]:
     }
     out["orgs"] = orgs
     return out
+
+
+def csrf_of(html: str, *, last: bool = False) -> str:
+    """A page's CSRF field value: the first (the sign-out form's, when signed in) or the last (the login form's)."""
+    found = re.findall(r'name="csrf" value="([^"]*)"', html)
+    assert found, "no CSRF field on the page"
+    return str(found[-1] if last else found[0])
+
+
+def sign_in_page(client: TestClient, username: str) -> tuple[TestClient, str]:
+    """A cookie session for a user, signed in through the login form: the client (redirects not followed) and the
+    session's CSRF secret."""
+    browser = TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
+    login = csrf_of(browser.get("/login").text, last=True)
+    r = browser.post("/login", data={"username": username, "password": PASSWORD, "csrf": login})
+    assert r.status_code == 303, r.text
+    return browser, csrf_of(browser.get("/").text)

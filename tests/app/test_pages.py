@@ -21,7 +21,7 @@ from sqlalchemy import select
 from app.main import create_app
 from app.runtime import Runtime
 from models.tables import ReviewItem
-from tests.app.conftest import PASSWORD, STAFF
+from tests.app.conftest import PASSWORD, STAFF, sign_in_page
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +193,6 @@ def test_a_publisher_publishes_and_edits_through_the_forms(browser: Any, live: s
 
 def test_staff_settle_a_pair_from_the_round_page(client: TestClient, runtime: Runtime, people: dict[str, dict]) -> None:
     """The round page's form posts the grade that stands (with the session's CSRF secret); it becomes a graded pair."""
-    import re
 
     from models.tables import GradedPair, ReviewPair
 
@@ -209,12 +208,9 @@ def test_staff_settle_a_pair_from_the_round_page(client: TestClient, runtime: Ru
     with runtime.session_factory() as session:
         pair = session.scalars(select(ReviewPair).where(ReviewPair.round_id == r.json()["id"])).first()
     assert pair is not None
-    staff = TestClient(client.app, follow_redirects=False)
-    csrf = re.findall(r'name="csrf" value="([^"]*)"', staff.get("/login").text)[-1]
-    assert staff.post("/login", data={"username": "staff-1", "password": PASSWORD, "csrf": csrf}).status_code == 303
+    staff, csrf = sign_in_page(client, "staff-1")
     page = staff.get(f"/review/rounds/{pair.round_id}")
     assert page.status_code == 200 and "nDCG@10" in page.text
-    csrf = re.findall(r'name="csrf" value="([^"]*)"', page.text)[0]
     url = f"/review/pairs/{pair.id}/adjudicate"
     assert staff.post(url, data={"grade": "3", "csrf": "forged"}).status_code == 403
     r = staff.post(url, data={"grade": "3", "csrf": csrf})

@@ -4,7 +4,6 @@ grades), the round reports nDCG@10 and Recall@50 for each ranker version."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -16,7 +15,7 @@ from app.runtime import Runtime
 from ingest.service import ingest_rows
 from matching.eval import load_benchmark_a
 from models.tables import IngestKind, Organisation, ReviewItem, ReviewPair
-from tests.app.conftest import PASSWORD, STAFF, sign_up
+from tests.app.conftest import STAFF, sign_in_page, sign_up
 from tests.conftest import SHARED_DATA, requires_shared_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.shared_data, requires_shared_data]
@@ -111,9 +110,7 @@ def test_a_round_over_twenty_real_needs(client: TestClient, runtime: Runtime, lo
     assert report["metrics"]["queries"] > NEEDS // 2
 
     # The staff's round page shows the same figures, per ranker version.
-    browser = TestClient(client.app, follow_redirects=False)
-    csrf = re.findall(r'name="csrf" value="([^"]*)"', browser.get("/login").text)[-1]
-    assert browser.post("/login", data={"username": "staff-1", "password": PASSWORD, "csrf": csrf}).status_code == 303
+    browser, _ = sign_in_page(client, "staff-1")
     page = browser.get(f"/review/rounds/{opened['id']}")
     assert page.status_code == 200
     for name, values in figures.items():

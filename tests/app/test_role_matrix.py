@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from accounts.policy import ANONYMOUS
 from app.main import create_app
 from models.tables import Role
-from tests.app.conftest import PASSWORD
+from tests.app.conftest import PASSWORD, csrf_of, sign_in_page
 
 ROLES = [ANONYMOUS, *(str(r) for r in Role)]
 
@@ -95,24 +95,15 @@ def test_each_role_gets_what_each_route_declares(client: TestClient, people: dic
     assert not wrong, "\n".join(wrong)
 
 
-def _csrf(html: str, *, last: bool = False) -> str:
-    """A CSRF field's value: the first on the page (the sign-out form's), or the last (the login form's)."""
-    found = re.findall(r'name="csrf" value="([^"]*)"', html)
-    assert found, "no CSRF field on the page"
-    return str(found[-1] if last else found[0])
-
-
 @pytest.mark.parametrize("role", ROLES)
 def test_each_role_gets_what_each_page_declares(client: TestClient, people: dict[str, dict], role: str) -> None:
     """Pages: signed out outside the policy → the login page (303); signed in outside it → 403; inside, neither."""
     browser = TestClient(client.app, raise_server_exceptions=False, follow_redirects=False)
-    csrf = _csrf(browser.get("/login").text)
+    csrf = ""
     if role != ANONYMOUS:
         username = {"enterprise": "ent-a", "university": "uni-1", "agency": "agency-1"}.get(role, f"{role}-1")
-        r = browser.post("/login", data={"username": username, "password": PASSWORD, "csrf": csrf})
-        assert r.status_code == 303, r.text
-        csrf = _csrf(browser.get("/").text)  # the session's own secret, from the sign-out form
-    login_csrf = _csrf(browser.get("/login").text, last=True)
+        browser, csrf = sign_in_page(client, username)
+    login_csrf = csrf_of(browser.get("/login").text, last=True)
     wrong = []
     for method, path, policy, _ in sorted(PAGES, key=lambda r: r[1] == "/logout"):
         assert policy is not None

@@ -43,11 +43,7 @@ from workflow.review.schemas import GradeIn, RoundCreate
 
 HYBRID = "hybrid"
 # Each single signal ranks alone when its weight is the only one (z-scoring one list keeps its order).
-SIGNAL_RANKERS: dict[str, tuple[str, FusionConfig]] = {
-    "bm25-words": ("words", FusionConfig(weight_words=1.0, weight_chars=0.0, weight_dense=0.0)),
-    "bm25-chars": ("chars", FusionConfig(weight_words=0.0, weight_chars=1.0, weight_dense=0.0)),
-    "dense": ("dense", FusionConfig(weight_words=0.0, weight_chars=0.0, weight_dense=1.0)),
-}
+SIGNAL_RANKERS: dict[str, str] = {"bm25-words": "words", "bm25-chars": "chars", "dense": "dense"}
 RUN_DEPTH = 50  # each ranker's list is kept this deep, so Recall@50 can be read from the round
 DISPUTE_SPREAD = 2  # grades this far apart go to staff for adjudication
 METRICS = ("ndcg@10", "recall@50")
@@ -72,8 +68,8 @@ def ranked_lists(*, indexes: Indexes, text: str, k: int) -> dict[str, list[tuple
     lists: dict[str, list[tuple[int, float]]] = {
         HYBRID: [(h.id, float(h.score)) for h in indexes.search("achievements", text, k=k)]
     }
-    for ranker, (signal, config) in SIGNAL_RANKERS.items():
-        hits = indexes.search("achievements", text, k=k, fusion=config)
+    for ranker, signal in SIGNAL_RANKERS.items():
+        hits = indexes.search("achievements", text, k=k, fusion=FusionConfig.only(signal))
         ranked = [(h.reasons.get("ranks", {}).get(signal), h) for h in hits]
         # Only what that signal retrieved itself: the others' candidates carry no rank of it.
         ordered = sorted(((rank, h) for rank, h in ranked if rank), key=lambda pair: pair[0])
@@ -168,7 +164,7 @@ def open_round(
         depth=data.depth,
         judges_per_pair=data.judges_per_pair,
         max_load=data.max_load,
-        ranker_version=ranker_version_of(ranker_version),
+        ranker_version=ranker_version[:64],  # the column's width
         created_by=actor.user_id,
     )
     session.add(review)
@@ -184,23 +180,24 @@ def open_round(
         for r, n, a, rank, score in runs
         if a in achievements
     )
-    count = 0
-    for key in keys:
-        pair = pair_of[key]
-        for expert_id in assigned[key_no[key]]:
-            item = ReviewItem(round_id=review.id, pair_id=pair.id, expert_id=expert_id)
-            session.add(item)
-            session.flush()
-            audit.record(
-                session=session,
-                actor=actor,
-                action="review.assign",
-                target_kind="review_item",
-                target_id=item.id,
-                after=audit.snapshot(item),
-                detail={"round_id": review.id, "pair_id": pair.id, "expert_id": expert_id},
-            )
-            count += 1
+    items = [
+        ReviewItem(round_id=review.id, pair_id=pair_of[key].id, expert_id=expert_id)
+        for key in keys
+        for expert_id in assigned[key_no[key]]
+    ]
+    session.add_all(items)
+    session.flush()  # once for the round, not once an item
+    for item in items:
+        audit.record(
+            session=session,
+            actor=actor,
+            action="review.assign",
+            target_kind="review_item",
+            target_id=item.id,
+            after=audit.snapshot(item),
+            detail={"round_id": review.id, "pair_id": item.pair_id, "expert_id": item.expert_id},
+        )
+    count = len(items)
     audit.record(
         session=session,
         actor=actor,
@@ -211,11 +208,6 @@ def open_round(
         detail={"needs": ids, "pairs": len(keys), "assignments": count},
     )
     return Opened(round=review, pairs=len(keys), assignments=count)
-
-
-def ranker_version_of(version: str) -> str:
-    """The version as stored (bounded to the column)."""
-    return version[:64]
 
 
 def get_round(*, session: Session, round_id: int) -> ReviewRound:
