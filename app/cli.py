@@ -22,6 +22,8 @@ users_cli = typer.Typer(help="Users and organisations (no server needed).", no_a
 cli.add_typer(users_cli, name="users")
 rank_cli = typer.Typer(help="The learned re-ranker.", no_args_is_help=True)
 cli.add_typer(rank_cli, name="rank")
+grades_cli = typer.Typer(help="Graded need → achievement pairs (what ranking learns from).", no_args_is_help=True)
+cli.add_typer(grades_cli, name="grades")
 
 KindOpt = Annotated[str, typer.Option("--kind", help="achievements or needs")]
 
@@ -280,6 +282,7 @@ def eval_(
     if qrels != "benchmarks":
         raise typer.BadParameter(f"--qrels must be benchmarks or reviews, not {qrels!r}")
     from app.runtime import load_embedder
+    from matching.calibration import Thresholds
     from matching.eval import format_table, run_eval
     from matching.index import tuning_from_settings
 
@@ -292,6 +295,8 @@ def eval_(
         data_dir=settings.shared_data_dir,
         cache_dir=settings.cache_dir,
         cross_validate=cv,
+        served="rerank-logistic-cv" if settings.ranker == "learned" else "hybrid-fusion-cv",
+        thresholds=Thresholds(strong=settings.strength_strong, possible=settings.strength_possible),
         **tuning_from_settings(settings),
     )
     typer.echo(json.dumps(results, indent=2, ensure_ascii=False) if as_json else format_table(results))
@@ -337,14 +342,23 @@ def rank_train(
             raise typer.BadParameter("only benchmark A has graded need → achievement pairs")
         from app.runtime import load_embedder
         from matching.dense import CachingEmbedder
-        from matching.index import tuning_from_settings
+        from matching.index import ranker_version, tuning_from_settings
         from matching.rerank import train_on_benchmark_a
 
         tuning = tuning_from_settings(settings)
         tuning.pop("reranker", None)
         embedder = CachingEmbedder(load_embedder(settings), cache_dir=settings.cache_dir)
-        path = train_on_benchmark_a(settings.shared_data_dir, embedder=embedder, tuning=tuning, out=target)
+        fusion = ranker_version(tuning, model=embedder.name)
+        path = train_on_benchmark_a(
+            settings.shared_data_dir,
+            embedder=embedder,
+            tuning=tuning,
+            out=target,
+            fusion_version=fusion if out is None and settings.ranker_model is None else None,
+        )
         typer.echo(f"re-ranker trained on benchmark A-dev: {path}")
+        if out is None and settings.ranker_model is None:
+            typer.echo(f"and the calibration of the fusion {fusion}: matching/resources/calibration-fusion.json")
         return
     from core.errors import DomainError
     from models.db import session_scope
@@ -368,6 +382,32 @@ def rank_train(
     except DomainError as exc:
         _fail(exc.detail)
     typer.echo(f"re-ranker {model.version} trained on {model.trained_on}: {target}")
+
+
+@grades_cli.command("import")
+def grades_import(
+    benchmark: Annotated[str, typer.Option(help="A: benchmark A's dev qrels from ../shared (never its holdout)")] = "A",
+    progress: bool = True,
+) -> None:
+    """Load benchmark A-dev's graded pairs (grade = level − 1) with their needs and achievements; idempotent."""
+    from ingest.service import format_summary
+    from workflow.ranking.grades import BATCH, import_benchmark_a
+
+    if benchmark.upper() != "A":
+        raise typer.BadParameter("only benchmark A has graded need → achievement pairs")
+    settings = _settings()
+    if not settings.shared_data_dir.is_dir():
+        _fail(f"shared data folder {settings.shared_data_dir} is absent; the import reads benchmark A from it")
+    runtime = _runtime()
+    done = import_benchmark_a(session_factory=runtime.write_session_factory, data_dir=settings.shared_data_dir)
+    typer.echo(f"achievements: {format_summary(done.achievements)}")
+    typer.echo(f"needs: {format_summary(done.needs)}")
+    skipped = ", ".join(f"{n} {why}" for why, n in done.skipped.items()) or "none"
+    typer.echo(
+        f"graded pairs (benchmark, {BATCH}): {done.added} added, {done.existing} already there; skipped: {skipped}"
+    )
+    _follow(runtime, progress=progress)
+    runtime.close()
 
 
 def _db_session():  # type: ignore[no-untyped-def]

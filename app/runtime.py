@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog.follower import IndexFollower
 from catalog.indexing import Indexes, Target
 from core.settings import Settings
+from matching.calibration import Thresholds, for_ranker
 from matching.index import SearchIndex, engine_tuning, index_class, ranker_version, tuning_from_settings
 from matching.maxscore import warm_up
 from matching.text import default_segmenter
@@ -94,7 +95,16 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
     def reopen(target: Target) -> SearchIndex:
         return engine_class.open(settings.index_dir / target, embedder=embedder, **tuning)  # type: ignore[no-any-return]
 
-    indexes = Indexes(achievements=reopen("achievements"), needs=reopen("needs"))
+    version = ranker_version(tuning, model=str(getattr(embedder, "name", type(embedder).__name__)))
+    strength = for_ranker(
+        version,
+        reranker=tuning.get("reranker"),
+        path=settings.calibration_model,
+        thresholds=Thresholds(strong=settings.strength_strong, possible=settings.strength_possible),
+    )
+    if strength is None:
+        log.warning("match strength: no calibration fits ranker %s; hits carry no strength", version)
+    indexes = Indexes(achievements=reopen("achievements"), needs=reopen("needs"), strength=strength)
     follower = IndexFollower(
         indexes=indexes,
         session_factory=factory,
@@ -110,7 +120,7 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
         embedder=embedder,
         indexes=indexes,
         follower=follower,
-        ranker_version=ranker_version(tuning, model=str(getattr(embedder, "name", type(embedder).__name__))),
+        ranker_version=version,
     )
     if sync:
         report = follower.catch_up()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from catalog.match import Match, weak_only
 from models.base import as_utc, storable
 
 # Answered with its offset (RFC 3339 date-time), whichever database the row came from.
@@ -96,18 +99,46 @@ class MatchRequest(BaseModel):
         return storable(v)
 
 
+class DuplicateOut(BaseModel):
+    id: int
+    external_id: str
+    title: str
+
+
 class MatchResult(BaseModel):
     id: int
     external_id: str
     title: str
     score: float
     reasons: dict[str, Any]
+    # Calibrated probability that people grade this pair a real match (2+ of 0-3), and its reading; null when no
+    # calibration fits the served ranker.
+    probability: float | None = None
+    strength: Literal["strong", "possible", "weak"] | None = None
+    # Rows with (near-)identical text, collapsed under this one.
+    duplicates: list[DuplicateOut] = Field(default_factory=list)
+
+
+WEAK_ONLY_NOTICE = "没有找到有把握的匹配：以下结果与查询的相关性都较弱，仅供参考。"
 
 
 class MatchResponse(BaseModel):
     results: list[MatchResult]
     # The ranking configuration that produced these results (weights, model, knobs): grades are kept per version.
     ranker_version: str
+    # True when the best result is weak: nothing found is likely a real match (the results are shown, flagged).
+    weak_only: bool = False
+    notice: str | None = None
+
+    @classmethod
+    def of(cls, matches: Sequence[Match], *, ranker_version: str) -> MatchResponse:
+        weak = weak_only(matches)
+        return cls(
+            results=[MatchResult.model_validate(dataclasses.asdict(m)) for m in matches],
+            ranker_version=ranker_version,
+            weak_only=weak,
+            notice=WEAK_ONLY_NOTICE if weak else None,
+        )
 
 
 class OrganisationOut(_Out):

@@ -3,7 +3,8 @@
 For each size, the segment index (the served engine) is built on disk, then timed:
 - one write: `apply()` of one new real document, its passage embedded by the real model inside the timed call,
   until a search finds it (what `POST /api/v1/achievements` → `searchable: true` costs the index);
-- queries: real CCF need texts, the query embedded by the real model inside each timed search; BM25-only beside it,
+- queries: real CCF need texts, the query embedded by the real model inside each timed search, ordered by the fusion
+  and by the learned re-ranker (over the same candidates); BM25-only beside it,
   with MaxScore pruning (the default) and without it (every posting scored: the baseline);
 - reopen: `SegmentIndex.open` of the folder (what a restart or a reader's reload costs), its size on disk, RSS.
 The baseline in the same run is the generation engine (HybridIndex), which rewrites every file on every write.
@@ -36,6 +37,7 @@ from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, re
 from benchmarks.query_latency import percentile, time_queries
 from core.settings import get_settings
 from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
+from matching.rerank import SHIPPED, LinearRanker
 from matching.segment_index import SegmentIndex, _State
 from matching.segments import Segment, merge_segments
 
@@ -76,7 +78,7 @@ def _size_mb(folder: Path) -> float:
 
 
 def _row(size: int, engine: str, what: str, lat: list[float]) -> str:
-    return f"{size:>8} {engine:<12} {what:<22} {percentile(lat, 50):>8.1f} {percentile(lat, 95):>8.1f}"
+    return f"{size:>8} {engine:<12} {what:<26} {percentile(lat, 50):>8.1f} {percentile(lat, 95):>8.1f}"
 
 
 def _time_writes(index: object, fresh: list[Document]) -> list[float]:
@@ -206,8 +208,9 @@ def main() -> None:
     queries = real_queries(args.queries)
     rng = np.random.default_rng(11)
     tuning = tuning_from_settings(settings)
+    reranker = tuning.get("reranker") or LinearRanker.load(SHIPPED)
     print(f"model {real.name}; {len(base)} base docs; {len(queries)} real need queries; {args.writes} timed writes")
-    header = f"{'docs':>8} {'engine':<12} {'what':<22} {'p50 ms':>8} {'p95 ms':>8}"
+    header = f"{'docs':>8} {'engine':<12} {'what':<26} {'p50 ms':>8} {'p95 ms':>8}"
     rows: list[str] = []
     write_p95: dict[int, float] = {}
     built: dict[int, Path] = {}
@@ -249,8 +252,11 @@ def main() -> None:
             lat = _time_writes(index, fresh)
             write_p95[size] = percentile(lat, 95)
             rows.append(_row(size, "segments", "write → searchable", lat))
-            q = time_queries(index, queries)
-            rows.append(_row(size, "segments", "query (hybrid)", q))
+            # The fusion and the learned re-ranker over the same candidates, in the same run.
+            index.reranker = None
+            rows.append(_row(size, "segments", "query (hybrid, fusion)", time_queries(index, queries)))
+            index.reranker = reranker
+            rows.append(_row(size, "segments", "query (hybrid, re-ranked)", time_queries(index, queries)))
             index.embedder = None  # the same segments, words and bigrams only: the floor
             rows.append(_row(size, "segments", "query (BM25 only)", time_queries(index, queries)))
             index.bm25_pruning = False  # the baseline: every posting of every query term scored

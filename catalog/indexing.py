@@ -11,6 +11,7 @@ from typing import Any, Literal, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from matching.calibration import MatchStrength
 from matching.index import Document, Hit, HybridIndex, SearchIndex, SyncReport
 from models.changes import last_seq
 from models.content import content_hash
@@ -89,6 +90,8 @@ class Indexes:
     achievements: SearchIndex
     needs: SearchIndex
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # The served ranker's calibration (match strength on every hit); None when no calibration fits that ranker.
+    strength: MatchStrength | None = None
 
     def of(self, target: Target) -> SearchIndex:
         """The index holding the given target."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from sqlalchemy import or_, select
@@ -24,15 +25,38 @@ FILTERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Two rows whose normalised texts share this much of their character trigrams (Jaccard) are one result filed twice.
+DUPLICATE_SIMILARITY = 0.85
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A row collapsed under a better-ranked one with (near-)identical text."""
+
+    id: int
+    external_id: str
+    title: str
+
+
 @dataclass(frozen=True)
 class Match:
-    """One ranked hit, with the row's identity and why it ranked."""
+    """One ranked hit, with the row's identity, why it ranked, how strong it is, and its collapsed duplicates."""
 
     id: int
     external_id: str
     title: str
     score: float
     reasons: dict[str, Any]
+    # The calibrated probability that people would grade this pair a real match, and its label (None: no
+    # calibration fits the served ranker).
+    probability: float | None = None
+    strength: str | None = None
+    duplicates: tuple[Duplicate, ...] = ()
+
+
+def weak_only(matches: Sequence[Match]) -> bool:
+    """Whether a non-empty answer's best hit is weak: the query found nothing people would call a match."""
+    return bool(matches) and matches[0].strength == "weak"
 
 
 def match_text(
@@ -60,13 +84,15 @@ def match_text(
     query = normalise(text)
     if not query.strip():
         raise InvalidInput("text is empty after normalisation", field="text")
-    hits = indexes.search(target, query, k=k, filters=filters or None, exclude_ids=exclude_ids)
+    # More than k, so that k remain once duplicates collapse.
+    hits = indexes.search(target, query, k=k + min(2 * k, 50), filters=filters or None, exclude_ids=exclude_ids)
     model: type[Need] | type[Achievement] = Achievement if target == "achievements" else Need
     found = cast(
         "Sequence[Need | Achievement]", session.scalars(select(model).where(model.id.in_([h.id for h in hits]))).all()
     )
     rows = {r.id: r for r in found}
     out: list[Match] = []
+    heads: list[frozenset[str]] = []
     for hit in hits:
         row = rows.get(hit.id)
         # The index follows the DB; a row withdrawn a moment ago is dropped here rather than shown.
@@ -74,10 +100,34 @@ def match_text(
             continue
         if not can_see(viewer, row):
             continue
+        grams = _trigrams(row)
+        same = next((i for i, head in enumerate(heads) if _jaccard(grams, head) >= DUPLICATE_SIMILARITY), None)
+        if same is not None:
+            twin = Duplicate(id=row.id, external_id=row.external_id, title=row.title)
+            out[same] = replace(out[same], duplicates=(*out[same].duplicates, twin))
+            continue
+        if len(out) == k:
+            continue  # full: later rows may still be duplicates of those shown
+        heads.append(grams)
         out.append(
             Match(id=row.id, external_id=row.external_id, title=row.title, score=float(hit.score), reasons=hit.reasons)
         )
+    if indexes.strength is not None:
+        graded = indexes.strength.of([m.score for m in out])
+        out = [replace(m, probability=p, strength=label) for m, (p, label) in zip(out, graded, strict=True)]
     return out
+
+
+def _trigrams(row: Need | Achievement) -> frozenset[str]:
+    """Character trigrams of a row's title and text, normalised (script, width, case) with punctuation and spaces
+    dropped: the same result filed twice shares nearly all of them, whatever its formatting."""
+    body = row.description if isinstance(row, Need) else row.abstract
+    text = re.sub(r"[\W_]+", "", normalise(f"{row.title}{body or ''}"))
+    return frozenset(text[i : i + 3] for i in range(max(1, len(text) - 2)))
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def _others_private_needs(session: Session, viewer: Principal) -> list[int]:

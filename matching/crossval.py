@@ -102,6 +102,8 @@ def cross_validated_report(
     seed: int = SEED,
     rerankers: Sequence[str] = ("logistic", "lambdarank"),
     shipped: Any | None = None,
+    served: str | None = None,
+    thresholds: Any | None = None,
 ) -> dict[str, Any]:
     """Every baseline and the fold-tuned fusion on one benchmark, side by side, nDCG@10 over all queries.
 
@@ -110,7 +112,10 @@ def cross_validated_report(
       in-sample, printed to show how much that flatters it;
     - the fusion tuned inside the folds: the honest figure of "a tuned hybrid";
     - each learned re-ranker over the served fusion's candidates, trained inside the folds;
-    - the shipped re-ranker (trained on all of A-dev): in-sample on A-dev, a clean guard on B.
+    - the shipped re-ranker (trained on all of A-dev): in-sample on A-dev, a clean guard on B;
+    - match strength (calibration) of the fusion and of the logistic re-ranker, measured on held-out folds.
+
+    `served` names the row of the ranker this process serves (marked in the output).
     """
     from matching.eval import mode_config
 
@@ -133,6 +138,16 @@ def cross_validated_report(
     if shipped is not None:
         seen = "in-sample: trained on these queries" if prep.bench.name == "A-dev" else "unseen: trained on A-dev"
         out["rankers"]["rerank-logistic-shipped"] = {"ndcg@10": round(_score_ranker(prep, shipped), 4), "tuned": seen}
+    if served is not None and served in out["rankers"]:
+        out["rankers"][served]["served"] = True
+    out["strength"] = {
+        name: cross_validate_calibration(prep, ranker=ranker, fusion=default, thresholds=thresholds, k=k, seed=seed)
+        for name, ranker in (("fusion", "fusion"), ("rerank-logistic", "logistic"))
+    }
+    if shipped is not None and shipped.calibration is not None:
+        out["strength"]["rerank-logistic-shipped"] = shipped_strength(prep, shipped, thresholds=thresholds) | {
+            "calibrated": "in-sample: on these queries" if prep.bench.name == "A-dev" else "unseen: on A-dev"
+        }
     return out
 
 
@@ -202,3 +217,117 @@ def cross_validate_reranker(prep: Prepared, *, kind: str, k: int = FOLDS, seed: 
         "fold_ndcg@10": [round(v, 4) for v in fold_means],
         "tuned": f"trained in {k} folds",
     }
+
+
+def _out_of_fold(
+    data: Mapping[str, tuple[np.ndarray, np.ndarray, list[str]]],
+    query_ids: Sequence[str],
+    *,
+    k: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Each query's candidates scored by a logistic re-ranker trained without that query's fold."""
+    from matching.rerank import fit_linear
+
+    scores: dict[str, np.ndarray] = {}
+    for fold in folds(list(query_ids), k=k, seed=seed):
+        chosen = set(fold)
+        model = fit_linear([(x, y) for q, (x, y, _) in data.items() if q in query_ids and q not in chosen], seed=seed)
+        scores.update({q: model.probability(data[q][0]) for q in fold if q in data})
+    return scores
+
+
+def _top(score: np.ndarray, depth: int) -> np.ndarray:
+    """Indices of the best `depth` candidates (ties: the lower position), as the served order."""
+    return np.lexsort((np.arange(len(score)), -score))[:depth]
+
+
+def _strength_report(shown: Sequence[tuple[np.ndarray, np.ndarray]], thresholds: Any, *, depth: int) -> dict[str, Any]:
+    """Brier, reliability, observed rate per label and the weak-only tally over (probabilities, grades) of the top
+    `depth` hits of each query."""
+    from matching.calibration import reliability
+
+    p_all = np.concatenate([p for p, _ in shown])
+    y_all = np.concatenate([y for _, y in shown])
+    labels = np.array([thresholds.label(float(v)) for v in p_all])
+    by_label = {
+        name: {"hits": int((labels == name).sum()), "observed": round(float((y_all[labels == name] >= 2).mean()), 3)}
+        for name in ("strong", "possible", "weak")
+        if (labels == name).any()
+    }
+    best = [(float(p[0]), bool((y >= 2).any())) for p, y in shown if len(p)]
+    weak_only = [answered for p, answered in best if thresholds.label(p) == "weak"]
+    return {
+        "shown": f"top {depth} of each query",
+        **reliability(p_all, y_all),
+        "by_strength": by_label,
+        "weak_only": {
+            "queries": len(weak_only),
+            "of": len(best),
+            "with_a_real_match_shown": int(sum(weak_only)),
+            "queries_with_no_real_match_shown": int(sum(1 for _, answered in best if not answered)),
+        },
+        "thresholds": {"strong": thresholds.strong, "possible": thresholds.possible},
+    }
+
+
+def shipped_strength(prep: Prepared, ranker: Any, *, thresholds: Any | None = None, depth: int = 10) -> dict[str, Any]:
+    """A trained re-ranker's own calibration applied to every query of a benchmark as served (top `depth`)."""
+    from matching.calibration import Thresholds
+
+    data = _labelled(prep)
+    shown = []
+    for x, y, _ in data.values():
+        score = ranker.probability(x)
+        top = _top(score, depth)
+        shown.append((ranker.calibration.probability(score[top]), y[top]))
+    return {"ranker": "logistic (shipped)", **_strength_report(shown, thresholds or Thresholds(), depth=depth)}
+
+
+def cross_validate_calibration(
+    prep: Prepared,
+    *,
+    ranker: str,
+    fusion: FusionConfig | None = None,
+    thresholds: Any | None = None,
+    k: int = FOLDS,
+    seed: int = SEED,
+    depth: int = 10,
+) -> dict[str, Any]:
+    """Match strength measured on held-out queries: the ranker's served top `depth` hits of each fold, their
+    probability from a calibration fitted on the other folds only (and, for the learned ranker, scores from a model
+    that never saw those queries: nested, the calibration's own training scores come from inner folds).
+
+    Reports the Brier score and a reliability table over the shown hits, the observed rate of real matches per
+    strength label, and how well "weak only" (the best hit is weak) singles out queries with no real match shown.
+    """
+    from matching.calibration import Thresholds, fit
+    from matching.fusion import fuse
+
+    thresholds = thresholds or Thresholds()
+    data = _labelled(prep)
+    query_ids = [q for q in prep.bench.gains if q in data]
+
+    def scores_for(train_ids: Sequence[str], test_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if ranker == "fusion":
+            return {q: fuse(prep.full[q], fusion or FusionConfig())[0] for q in test_ids}  # type: ignore[arg-type]
+        from matching.rerank import fit_linear
+
+        model = fit_linear([data[q][:2] for q in train_ids], seed=seed)  # type: ignore[misc]
+        return {q: model.probability(data[q][0]) for q in test_ids}
+
+    shown: list[tuple[np.ndarray, np.ndarray]] = []
+    for fold in folds(query_ids, k=k, seed=seed):
+        train_ids = [q for q in query_ids if q not in set(fold)]
+        if ranker == "fusion":
+            train_scores = scores_for(train_ids, train_ids)
+        else:
+            train_scores = _out_of_fold(data, train_ids, k=k - 1, seed=seed)
+        calibration = fit(
+            np.concatenate([train_scores[q] for q in train_ids]), np.concatenate([data[q][1] for q in train_ids])
+        )
+        for q, score in scores_for(train_ids, fold).items():
+            top = _top(score, depth)
+            shown.append((calibration.probability(score[top]), data[q][1][top]))
+    report = _strength_report(shown, thresholds, depth=depth)
+    return {"ranker": ranker, **report, "shown": f"top {depth} of each held-out query"}

@@ -244,6 +244,8 @@ def run_eval(
     progress: bool = False,
     reference: Embedder | Literal["auto"] | None = "auto",
     cross_validate: bool = False,
+    served: str | None = None,
+    thresholds: Any | None = None,
     **index_options: Any,
 ) -> dict[str, Any]:
     """Score hybrid, BM25-only and dense-only side by side on each benchmark; corpus vectors cached under cache_dir.
@@ -282,7 +284,9 @@ def run_eval(
             from matching.rerank import SHIPPED, LinearRanker
 
             shipped = LinearRanker.load(SHIPPED) if SHIPPED.exists() else None
-            cv[bench.name] = cross_validated_report(prep, default=fusion, grid=fusion_grid(), shipped=shipped)
+            cv[bench.name] = cross_validated_report(
+                prep, default=fusion, grid=fusion_grid(), shipped=shipped, served=served, thresholds=thresholds
+            )
         return seconds, {mode: score(prep, mode_config(mode, fusion)) for mode in modes}
 
     for bench in load_benchmarks(benchmarks, data_dir):
@@ -329,10 +333,26 @@ def format_table(results: Mapping[str, Any]) -> str:
             continue
         lines.append(f"{name}: nDCG@10, {cv['folds']}-fold cross-validation over its {cv['queries']} queries")
         for ranker, values in cv["rankers"].items():
-            line = f"  {ranker:<28} {values['ndcg@10']:>8.4f}  tuned: {values['tuned']}"
+            mark = "*" if values.get("served") else " "
+            line = f" {mark}{ranker:<28} {values['ndcg@10']:>8.4f}  tuned: {values['tuned']}"
             if "fold_ndcg@10" in values:
                 line += "  folds " + " ".join(f"{v:.3f}" for v in values["fold_ndcg@10"])
             lines.append(line)
+        if any(v.get("served") for v in cv["rankers"].values()):
+            lines.append("  (* how the ranker this process serves was made, scored on held-out folds)")
+        for ranker, strength in cv.get("strength", {}).items():
+            weak = strength["weak_only"]
+            lines.append(
+                f"  match strength, {ranker} ({strength['shown']}, "
+                f"calibrated {strength.get('calibrated', 'on the other folds')}): Brier "
+                f"{strength['brier']:.4f} (base rate {strength['base_rate']:.3f}); weak-only queries "
+                f"{weak['queries']}/{weak['of']}, of which {weak['with_a_real_match_shown']} showed a real match "
+                f"({weak['queries_with_no_real_match_shown']} queries showed none)"
+            )
+            labels = [f"{k} {v['hits']} hits, {v['observed']:.3f} real" for k, v in strength["by_strength"].items()]
+            lines.append("    by strength: " + "; ".join(labels))
+            bins = [f"{r['bin']} n={r['hits']} p={r['predicted']:.3f} o={r['observed']:.3f}" for r in strength["table"]]
+            lines.append("    reliability: " + "; ".join(bins))
     return "\n".join(lines)
 
 

@@ -13,12 +13,13 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from matching.calibration import Calibration
 from matching.fusion import SIGNALS, Candidates, normalise
 
 FEATURES = [f"{signal}_{kind}" for signal in SIGNALS for kind in ("raw", "z", "inv_rank", "retrieved")]
@@ -119,6 +120,8 @@ class LinearRanker:
     intercept: float
     relevant_from: int = 2
     trained_on: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # Its served probability mapped onto grades seen by people (fitted on out-of-fold scores): match strength.
+    calibration: Calibration | None = field(default=None, compare=False, hash=False)
 
     def logit(self, x: np.ndarray) -> np.ndarray:
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
@@ -129,12 +132,13 @@ class LinearRanker:
 
     @property
     def version(self) -> str:
-        """A short hash of the numbers (what the ranker version carries)."""
+        """A short hash of the numbers that order the candidates (what the ranker version carries; the calibration
+        maps scores without reordering them, so it is not part of it)."""
         blob = json.dumps([self.features, self.mean, self.scale, self.coef, self.intercept, self.relevant_from])
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
     def to_json(self) -> str:
-        body = {
+        body: dict[str, Any] = {
             "kind": "logistic",
             "features": list(self.features),
             "mean": list(self.mean),
@@ -145,6 +149,8 @@ class LinearRanker:
             "trained_on": self.trained_on,
             "version": self.version,
         }
+        if self.calibration is not None:
+            body["calibration"] = self.calibration.as_dict()
         return json.dumps(body, ensure_ascii=False, indent=1) + "\n"
 
     @classmethod
@@ -160,6 +166,7 @@ class LinearRanker:
             intercept=float(data["intercept"]),
             relevant_from=int(data.get("relevant_from", 2)),
             trained_on=dict(data.get("trained_on", {})),
+            calibration=Calibration.from_dict(data["calibration"]) if data.get("calibration") else None,
         )
 
     @classmethod
@@ -196,28 +203,79 @@ def fit_linear(
     )
 
 
+def fit_calibrated(
+    groups: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    relevant_from: int = 2,
+    seed: int = SEED,
+    trained_on: Mapping[str, Any] | None = None,
+    folds: int = 5,
+) -> LinearRanker:
+    """The logistic re-ranker on every group, with its match-strength calibration fitted on out-of-fold scores (each
+    group's candidates scored by a model trained without it), so the calibration sees scores as unseen queries get
+    them, not the flattering in-sample ones."""
+    from matching import calibration
+    from matching.crossval import folds as split
+
+    model = fit_linear(groups, relevant_from=relevant_from, seed=seed, trained_on=trained_on)
+    ids = [str(i) for i in range(len(groups))]
+    scores: list[np.ndarray] = []
+    grades: list[np.ndarray] = []
+    for fold in split(ids, k=min(folds, len(groups)), seed=seed):
+        held = {int(i) for i in fold}
+        inner = fit_linear([g for i, g in enumerate(groups) if i not in held], relevant_from=relevant_from, seed=seed)
+        for i in sorted(held):
+            scores.append(inner.probability(groups[i][0]))
+            grades.append(groups[i][1])
+    fitted = calibration.fit(
+        np.concatenate(scores),
+        np.concatenate(grades),
+        relevant_from=relevant_from,
+        fitted_on={"scores": f"out of {min(folds, len(groups))} folds"},
+    )
+    return replace(model, calibration=fitted)
+
+
 SHIPPED = Path(__file__).resolve().parent / "resources" / "ranker-logistic.json"
 
 
-def train_on_benchmark_a(data_dir: Path, *, embedder: Any, tuning: Mapping[str, Any], out: Path = SHIPPED) -> Path:
-    """Fit the logistic re-ranker on every A-dev query's candidates (the shipped model) and save it."""
+def train_on_benchmark_a(
+    data_dir: Path,
+    *,
+    embedder: Any,
+    tuning: Mapping[str, Any],
+    out: Path = SHIPPED,
+    fusion_version: str | None = None,
+    fusion_out: Path | None = None,
+) -> Path:
+    """Fit the logistic re-ranker, with its calibration, on every A-dev query's candidates (the shipped model) and
+    save it; with fusion_version, also calibrate the fusion that version names (the shipped fusion calibration)."""
+    from matching import calibration
     from matching.crossval import _labelled
     from matching.eval import load_benchmark_a, prepare
+    from matching.fusion import FusionConfig, fuse
 
     bench = load_benchmark_a(data_dir)
     prep = prepare(bench, embedder=embedder, tuning=tuning)
     data = _labelled(prep)
     pairs = sum(int((y > 0).sum()) for _, y, _ in data.values())
-    model = fit_linear(
+    source = "benchmark A-dev (qrels_dev.tsv)"
+    model = fit_calibrated(
         [(x, y) for x, y, _ in data.values()],
         trained_on={
-            "source": "benchmark A-dev (qrels_dev.tsv)",
+            "source": source,
             "queries": len(data),
             "graded_relevant": pairs,
             "embedder": embedder_name(embedder),
         },
     )
     model.save(out)
+    if fusion_version is not None:
+        config = tuning.get("fusion") or FusionConfig()
+        scores = np.concatenate([fuse(prep.full[q], config)[0] for q in data])  # type: ignore[arg-type]
+        grades = np.concatenate([y for _, y, _ in data.values()])
+        fitted = calibration.fit(scores, grades, fitted_on={"source": source, "queries": len(data)})
+        replace(fitted, ranker=fusion_version).save(fusion_out or calibration.SHIPPED_FUSION)
     return out
 
 

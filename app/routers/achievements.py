@@ -98,9 +98,7 @@ def achievement_matches(
 ) -> MatchResponse:
     """The best needs for this achievement, explained."""
     hits = matches_for_achievement(session=session, indexes=indexes, achievement_id=achievement_id, k=k, viewer=viewer)
-    return MatchResponse.model_validate(
-        {"results": [h.__dict__ for h in hits], "ranker_version": runtime.ranker_version}
-    )
+    return MatchResponse.of(hits, ranker_version=runtime.ranker_version)
 
 
 def _written(runtime: Runtime, written: service.Written[Achievement]) -> AchievementWriteOut:

@@ -26,6 +26,4 @@ def match(
         filters=body.filters,
         viewer=viewer,
     )
-    return MatchResponse.model_validate(
-        {"results": [h.__dict__ for h in hits], "ranker_version": runtime.ranker_version}
-    )
+    return MatchResponse.of(hits, ranker_version=runtime.ranker_version)

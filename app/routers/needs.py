@@ -82,9 +82,7 @@ def need_matches(
 ) -> MatchResponse:
     """The best achievements for this need, explained."""
     hits = matches_for_need(session=session, indexes=indexes, need_id=need_id, k=k, viewer=viewer)
-    return MatchResponse.model_validate(
-        {"results": [h.__dict__ for h in hits], "ranker_version": runtime.ranker_version}
-    )
+    return MatchResponse.of(hits, ranker_version=runtime.ranker_version)
 
 
 def _written(runtime: Runtime, written: service.Written[Need]) -> NeedWriteOut:

@@ -101,7 +101,7 @@ def test_a_round_pools_every_ranker_and_assigns_without_conflict_or_overload(
     assert conflicted in {i.expert_id for i in items}, "the affiliated expert still judges the others' pairs"
 
     ranker = client.post("/api/v1/match", json={"text": "复合材料"}, headers=STAFF).json()["ranker_version"]
-    assert opened["ranker_version"] == ranker and ranker.startswith("hybrid-")
+    assert opened["ranker_version"] == ranker == runtime.ranker_version
     audit = client.get("/api/v1/audit", params={"action": "review.assign", "page_size": 1}, headers=STAFF).json()
     assert audit["total"] == opened["assignments"]
 
@@ -257,6 +257,10 @@ def test_the_reranker_learns_from_the_stored_grades_and_serves_when_chosen(
         assert body["ranker_version"] == learned.ranker_version
         scores = [hit["score"] for hit in body["results"]]
         assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+        # Its strength comes from its own calibration (fitted on its out-of-fold scores), not the shipped one.
+        assert model.calibration is not None and learned.indexes.strength is not None
+        assert learned.indexes.strength.calibration == model.calibration
+        assert all(hit["strength"] in ("strong", "possible", "weak") for hit in body["results"])
     finally:
         learned.close()
     bad = _techmatch(env, "rank", "train", "--source", "push", "--out", str(tmp_path / "c.json"), check=False)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from catalog.indexing import Indexes
 from core.errors import InvalidInput
-from matching.rerank import LinearRanker, embedder_name, features, fit_linear, grades_of
+from matching.rerank import LinearRanker, embedder_name, features, fit_calibrated, grades_of
 from models.tables import GradedPair, GradeSource, Need
 from workflow.review.service import need_query_text
 
@@ -60,7 +60,7 @@ def train_from_grades(
             f"no candidate is graded {RELEVANT} or more (or none below it): the grades give nothing to learn from",
             field="source",
         )
-    model = fit_linear(
+    model = fit_calibrated(
         groups,
         trained_on={
             "source": sorted(str(s) for s in sources),
