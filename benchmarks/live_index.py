@@ -34,7 +34,7 @@ import numpy as np
 
 from app.runtime import load_embedder
 from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, recombined
-from benchmarks.query_latency import percentile, time_queries
+from benchmarks.query_latency import percentile
 from core.settings import get_settings
 from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
 from matching.rerank import SHIPPED, LinearRanker
@@ -89,6 +89,27 @@ def _time_writes(index: object, fresh: list[Document]) -> list[float]:
         hits = index.search(doc.title, k=3)  # type: ignore[attr-defined]
         out.append((time.perf_counter() - t0) * 1000)
         assert any(h.id == doc.id for h in hits), "a write must be searchable when apply returns"
+    return out
+
+
+def interleaved(index: SegmentIndex, queries: list[str], variants: dict[str, dict]) -> dict[str, list[float]]:
+    """Latency of each variant (index attributes set for it) on every query, the variants' order rotating from one
+    query to the next, after one untimed pass of every variant: no variant is favoured by running first (cold
+    mapped pages, first calls) or last (pages the others brought in)."""
+    base = {attr: getattr(index, attr) for v in variants.values() for attr in v}
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for timed in (False, True):
+        for i, q in enumerate(queries):
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                for attr, value in (base | variants[name]).items():
+                    setattr(index, attr, value)
+                t0 = time.perf_counter()
+                index.search(q, k=10)
+                if timed:
+                    out[name].append((time.perf_counter() - t0) * 1000)
+    for attr, value in base.items():
+        setattr(index, attr, value)
     return out
 
 
@@ -252,15 +273,16 @@ def main() -> None:
             lat = _time_writes(index, fresh)
             write_p95[size] = percentile(lat, 95)
             rows.append(_row(size, "segments", "write → searchable", lat))
-            # The fusion and the learned re-ranker over the same candidates, in the same run.
-            index.reranker = None
-            rows.append(_row(size, "segments", "query (hybrid, fusion)", time_queries(index, queries)))
-            index.reranker = reranker
-            rows.append(_row(size, "segments", "query (hybrid, re-ranked)", time_queries(index, queries)))
-            index.embedder = None  # the same segments, words and bigrams only: the floor
-            rows.append(_row(size, "segments", "query (BM25 only)", time_queries(index, queries)))
-            index.bm25_pruning = False  # the baseline: every posting of every query term scored
-            rows.append(_row(size, "segments", "query (BM25, no prune)", time_queries(index, queries)))
+            # The fusion and the learned re-ranker over the same candidates, and BM25 alone with and without pruning,
+            # interleaved query by query (see interleaved()).
+            variants: dict[str, dict] = {
+                "query (hybrid, fusion)": {"reranker": None},
+                "query (hybrid, re-ranked)": {"reranker": reranker},
+                "query (BM25 only)": {"embedder": None},
+                "query (BM25, no prune)": {"embedder": None, "bm25_pruning": False},
+            }
+            for what, lat in interleaved(index, queries, variants).items():
+                rows.append(_row(size, "segments", what, lat))
             segments, graphs = index.segment_count, len(index._graphs)
             index.close()
             del index

@@ -19,7 +19,7 @@ import numpy as np
 from matching.dense import CachingEmbedder
 from matching.embedding import Embedder, OnnxEmbedder
 from matching.fusion import Candidates, FusionConfig, fuse, order
-from matching.index import Document, HybridIndex
+from matching.index import Document, HybridIndex, QueryAnalysis
 
 A_FOLDER = "ccf-bdci2019-tech-match"
 B_QUERY_PREFIX = "寻求以下方向的技术成果："
@@ -177,15 +177,23 @@ class Prepared:
 
 
 def prepare(
-    bench: Benchmark, *, embedder: Embedder | None, tuning: Mapping[str, Any] | None = None, progress: bool = False
+    bench: Benchmark,
+    *,
+    embedder: Embedder | None,
+    tuning: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    analyse: Callable[[HybridIndex, str], QueryAnalysis] | None = None,
 ) -> Prepared:
-    """Index a benchmark corpus in memory exactly as served, and gather each query's candidates."""
+    """Index a benchmark corpus in memory exactly as served, and gather each query's candidates.
+
+    `analyse` replaces the served query analysis (experiments on how queries are shaped: benchmarks/query_shaping.py).
+    """
     started = time.perf_counter()
     index = HybridIndex.in_memory(embedder=embedder, **dict(tuning or {}))
     index.sync(bench.docs, progress=progress)
     indexed = time.perf_counter()
     by_key = {key: doc_id for doc_id, key in bench.doc_keys.items()}
-    analyses = {qid: index.analyse(text) for qid, text in bench.queries.items()}
+    analyses = {qid: analyse(index, text) if analyse else index.analyse(text) for qid, text in bench.queries.items()}
     vectors = index.embed_queries(list(analyses.values()))
     full: dict[str, Candidates | None] = {}
     pool: dict[str, Candidates | None] = {}
