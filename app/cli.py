@@ -386,7 +386,7 @@ def rank_train(
 
 @grades_cli.command("import")
 def grades_import(
-    benchmark: Annotated[str, typer.Option(help="A: benchmark A's dev qrels from ../shared (never its holdout)")] = "A",
+    benchmark: Annotated[str, typer.Option(help="A: benchmark A's dev qrels from ../shared")] = "A",
     progress: bool = True,
 ) -> None:
     """Load benchmark A-dev's graded pairs (grade = level − 1) with their needs and achievements; idempotent."""

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     ranker_model: Path | None = None
     # Match strength (matching/calibration.py): a hit's calibrated probability of being a real match (graded 2+)
     # is "strong" from strength_strong, "possible" from strength_possible, else "weak"; a query whose best hit is
-    # weak is answered as such. Held out on A-dev (5-fold), hits so labelled were real matches 29% / 22% / 7% of
+    # weak is answered as such. Held out on A-dev (5-fold), hits so labelled were real matches 20% / 25% / 7% of
     # the time (A counts unjudged pairs as not relevant: lower bounds); on B, unseen, 90% / 12% / 7.5%.
     # calibration_model: a calibration file fitted for the served ranker (default: the re-ranker's own, or the
     # shipped one of the default fusion).

@@ -219,24 +219,6 @@ def cross_validate_reranker(prep: Prepared, *, kind: str, k: int = FOLDS, seed: 
     }
 
 
-def _out_of_fold(
-    data: Mapping[str, tuple[np.ndarray, np.ndarray, list[str]]],
-    query_ids: Sequence[str],
-    *,
-    k: int,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Each query's candidates scored by a logistic re-ranker trained without that query's fold."""
-    from matching.rerank import fit_linear
-
-    scores: dict[str, np.ndarray] = {}
-    for fold in folds(list(query_ids), k=k, seed=seed):
-        chosen = set(fold)
-        model = fit_linear([(x, y) for q, (x, y, _) in data.items() if q in query_ids and q not in chosen], seed=seed)
-        scores.update({q: model.probability(data[q][0]) for q in fold if q in data})
-    return scores
-
-
 def _top(score: np.ndarray, depth: int) -> np.ndarray:
     """Indices of the best `depth` candidates (ties: the lower position), as the served order."""
     return np.lexsort((np.arange(len(score)), -score))[:depth]
@@ -303,30 +285,29 @@ def cross_validate_calibration(
     """
     from matching.calibration import Thresholds, fit
     from matching.fusion import fuse
+    from matching.rerank import fit_calibrated
 
     thresholds = thresholds or Thresholds()
     data = _labelled(prep)
     query_ids = [q for q in prep.bench.gains if q in data]
-
-    def scores_for(train_ids: Sequence[str], test_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        if ranker == "fusion":
-            return {q: fuse(prep.full[q], fusion or FusionConfig())[0] for q in test_ids}  # type: ignore[arg-type]
-        from matching.rerank import fit_linear
-
-        model = fit_linear([data[q][:2] for q in train_ids], seed=seed)  # type: ignore[misc]
-        return {q: model.probability(data[q][0]) for q in test_ids}
+    config = fusion or FusionConfig()
+    fused = {q: fuse(prep.full[q], config)[0] for q in query_ids} if ranker == "fusion" else {}  # type: ignore[arg-type]
 
     shown: list[tuple[np.ndarray, np.ndarray]] = []
     for fold in folds(query_ids, k=k, seed=seed):
         train_ids = [q for q in query_ids if q not in set(fold)]
         if ranker == "fusion":
-            train_scores = scores_for(train_ids, train_ids)
+            calibration = fit(
+                np.concatenate([fused[q] for q in train_ids]), np.concatenate([data[q][1] for q in train_ids])
+            )
+            scores = {q: fused[q] for q in fold}
         else:
-            train_scores = _out_of_fold(data, train_ids, k=k - 1, seed=seed)
-        calibration = fit(
-            np.concatenate([train_scores[q] for q in train_ids]), np.concatenate([data[q][1] for q in train_ids])
-        )
-        for q, score in scores_for(train_ids, fold).items():
+            # The shipped procedure itself: the model on the training folds, its calibration on their inner folds.
+            model = fit_calibrated([data[q][:2] for q in train_ids], seed=seed, folds=k - 1)  # type: ignore[misc]
+            assert model.calibration is not None
+            calibration = model.calibration
+            scores = {q: model.probability(data[q][0]) for q in fold}
+        for q, score in scores.items():
             top = _top(score, depth)
             shown.append((calibration.probability(score[top]), data[q][1][top]))
     report = _strength_report(shown, thresholds, depth=depth)

@@ -58,7 +58,7 @@ def _need_rows(folder: Path, wanted: set[str]) -> Iterator[tuple[int, dict[str, 
 
 
 def import_benchmark_a(*, session_factory: sessionmaker[Session], data_dir: Path) -> GradesImport:
-    """Benchmark A's dev qrels (qrels_dev.tsv only; never the holdout) as graded pairs: grade = level − 1."""
+    """Benchmark A's dev qrels (qrels_dev.tsv, the dev half only) as graded pairs: grade = level − 1."""
     folder = data_dir / A_FOLDER
     with (folder / "qrels_dev.tsv").open(encoding="utf-8") as handle:
         qrels = [(r["rid"], r["aid"], int(r["level"]) - 1) for r in csv.DictReader(handle, delimiter="\t")]
