@@ -22,6 +22,8 @@ users_cli = typer.Typer(help="Users and organisations (no server needed).", no_a
 cli.add_typer(users_cli, name="users")
 rank_cli = typer.Typer(help="The learned re-ranker.", no_args_is_help=True)
 cli.add_typer(rank_cli, name="rank")
+encoder_cli = typer.Typer(help="The text encoder: adapt it to the catalogue.", no_args_is_help=True)
+cli.add_typer(encoder_cli, name="encoder")
 grades_cli = typer.Typer(help="Graded need → achievement pairs (what ranking learns from).", no_args_is_help=True)
 cli.add_typer(grades_cli, name="grades")
 
@@ -382,6 +384,53 @@ def rank_train(
     except DomainError as exc:
         _fail(exc.detail)
     typer.echo(f"re-ranker {model.version} trained on {model.trained_on}: {target}")
+
+
+@encoder_cli.command("adapt")
+def encoder_adapt(
+    shared: Annotated[
+        bool, typer.Option(help="also learn from the open corpora in ../shared (CSL, patents, CSL keywords)")
+    ] = False,
+    layers: Annotated[int, typer.Option(help="train the last N BERT layers")] = 4,
+    epochs: int = 1,
+    batch_size: int = 32,
+    seed: int = 13,
+    max_pairs: Annotated[int | None, typer.Option(help="learn from the first N pairs only (a quick trial)")] = None,
+    current: Annotated[bool, typer.Option(help="make it the one TECHMATCH_ENCODER_ADAPTED serves")] = True,
+) -> None:
+    """Adapt e5-small to the catalogue (published achievements' abstract → title, plus the shipped corpus); cached."""
+    from catalog.service import published_title_abstracts
+    from ingest.demo import open_corpus_pairs, shipped_achievements
+    from matching.adapt import AdaptConfig, make_pairs, prepare_adapted_model
+
+    settings = _settings()
+    if shared and not settings.shared_data_dir.is_dir():
+        _fail(f"--shared: the shared data folder {settings.shared_data_dir} is absent")
+    try:
+        config = AdaptConfig(layers=layers, epochs=epochs, batch_size=batch_size, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    with _db_session() as session:
+        rows = published_title_abstracts(session=session)
+    rows += [(r["title"], r.get("abstract", "")) for r in shipped_achievements()]
+    if shared:
+        rows += list(open_corpus_pairs(settings.shared_data_dir))
+    pairs = make_pairs(rows)[:max_pairs]
+    typer.echo(f"{len(pairs)} (abstract → title) pairs from {len(rows)} rows")
+
+    def report(step: int, total: int, loss: float) -> None:
+        if step == 1 or step % 20 == 0 or step == total:
+            typer.echo(f"step {step}/{total}  loss {loss:.3f}")
+
+    try:
+        adapted = prepare_adapted_model(
+            settings.cache_dir, pairs=pairs, config=config, progress=report, make_current=current
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"adapted encoder {adapted.name}: {adapted.fp32} (fp32), {adapted.onnx} (int8)")
+    if current:
+        typer.echo("serve it with TECHMATCH_ENCODER_ADAPTED=true, then `techmatch index rebuild` to re-embed")
 
 
 @grades_cli.command("import")

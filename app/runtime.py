@@ -56,6 +56,7 @@ def load_embedder(settings: Settings) -> Any:
         batch_size=settings.embedding_batch_size,
         encoder=settings.encoder,
         threads=settings.encoder_threads,
+        adapted=settings.encoder_adapted,
     )
 
 

@@ -264,3 +264,11 @@ def visible_to_public(row: Need | Achievement) -> bool:
     if row.status != ListingStatus.published:
         return False
     return not (isinstance(row, Need) and row.visibility == Visibility.private)
+
+
+def published_title_abstracts(*, session: Session) -> list[tuple[str, str]]:
+    """(title, abstract) of every published achievement with an abstract: what encoder adaptation learns from."""
+    stmt = select(Achievement.title, Achievement.abstract).where(
+        Achievement.status == ListingStatus.published, Achievement.abstract != ""
+    )
+    return [(title, abstract) for title, abstract in session.execute(stmt.order_by(Achievement.id))]

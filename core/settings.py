@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # query, cosine >= 0.99 to fp32) or "torch" (the fp32 model). An index embedded by one is refused by the other
     # until `techmatch index rebuild`. A custom embedding_model always runs on torch.
     encoder: Literal["onnx-int8", "torch"] = "onnx-int8"
+    # Serve the bundled e5-small as adapted to the catalogue by `techmatch encoder adapt` (matching/adapt.py) when
+    # that has been run; the base model until then. Like a change of encoder, the switch needs an index rebuild.
+    encoder_adapted: bool = False
     # ONNX Runtime threads per encoder pass; 0 = one per physical core.
     encoder_threads: int = Field(default=0, ge=0)
     # Shared data folder (real corpora for demo, eval and benchmarks); absent on a fresh clone elsewhere.

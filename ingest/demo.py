@@ -126,6 +126,19 @@ def shared_achievements(data_dir: Path, *, limit: int | None) -> Iterator[dict[s
     yield from islice(_fewclue(data_dir), limit - n_csl - n_patents)
 
 
+def open_corpus_pairs(data_dir: Path) -> Iterator[tuple[str, str]]:
+    """(title, abstract) of the open corpora in ../shared (CSL, patents, CSL author keywords) for encoder adaptation.
+
+    The CSL keyword file has no titles; its author keywords, joined, stand in for one (a keyword need reads so).
+    """
+    for rec in _jsonl(data_dir / "csl-benchmark-2k" / "csl_2k.jsonl"):
+        yield rec["title"], rec["abstract"]
+    for rec in _jsonl(data_dir / "cn-patent-g06f-cpc" / "patents.jsonl"):
+        yield rec["title"], rec["abstract"]
+    for rec in _jsonl(data_dir / "fewclue-csldcp" / "csl_true_keywords.jsonl"):
+        yield "、".join(_keywords(rec.get("keywords"))), rec["abstract"]
+
+
 def has_shared_data(data_dir: Path) -> bool:
     """Whether the real corpora of ../shared/data are there (a fresh clone elsewhere has none)."""
     return (data_dir / "ccf-bdci2019-tech-match" / "requirements.jsonl").is_file()

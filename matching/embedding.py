@@ -214,6 +214,7 @@ class OnnxEmbedder:
         prompts: dict[str, str] | None = None,
         show_progress_bar: bool = False,
         reference: Path | None = None,
+        reference_name: str = DEFAULT_MODEL_NAME,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -223,6 +224,7 @@ class OnnxEmbedder:
         self.show_progress_bar = show_progress_bar
         # The fp32 sentence-transformers folder this was exported from: what the eval compares against.
         self.reference = reference
+        self.reference_name = reference_name
         prompts = DEFAULT_PROMPTS if prompts is None else prompts
         self._query_prompt = prompts.get("query", "")
         self._passage_prompt = prompts.get("passage", "")
@@ -284,7 +286,7 @@ class OnnxEmbedder:
         """The torch embedder (fp32 weights, precision "auto" as served) this was exported from, when known."""
         if self.reference is None:
             return None
-        return SentenceTransformerEmbedder(self.reference, batch_size=batch_size, name=DEFAULT_MODEL_NAME)
+        return SentenceTransformerEmbedder(self.reference, batch_size=batch_size, name=self.reference_name)
 
     def __repr__(self) -> str:
         return f"OnnxEmbedder(name={self.name!r}, dim={self.dim}, path={str(self.path)!r})"
@@ -307,11 +309,13 @@ def load_embedder(
     precision: Precision = "auto",
     encoder: Encoder | None = None,
     threads: int | None = None,
+    adapted: bool = False,
 ) -> SentenceTransformerEmbedder | OnnxEmbedder:
     """Load ``model`` (a sentence-transformers folder) or, when empty, the prepared default e5-small.
 
-    ``encoder`` and ``threads`` default to TECHMATCH_ENCODER / TECHMATCH_ENCODER_THREADS; ``batch_size`` and
-    ``precision`` apply to the torch encoder only.
+    ``adapted``: with no ``model``, serve the current adaptation of the default to the catalogue (matching/adapt.py)
+    when one is ready, else the default itself. ``encoder`` and ``threads`` default to TECHMATCH_ENCODER /
+    TECHMATCH_ENCODER_THREADS; ``batch_size`` and ``precision`` apply to the torch encoder only.
     """
     # Before any HF import reads them: this service never talks to the hub at runtime.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -324,6 +328,29 @@ def load_embedder(
         threads = settings.encoder_threads if threads is None else threads
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, not {encoder!r}")
+    if not model and adapted:
+        from matching.adapt import current_adapted
+
+        current = current_adapted(Path(cache_dir))
+        if current is None:
+            log.warning("no adapted encoder is ready (run `techmatch encoder adapt`); serving the base model")
+        elif encoder == "onnx-int8":
+            return OnnxEmbedder(
+                current.onnx,
+                name=current.onnx_name,
+                threads=threads,
+                show_progress_bar=show_progress_bar,
+                reference=current.fp32,
+                reference_name=current.name,
+            )
+        else:
+            return SentenceTransformerEmbedder(
+                current.fp32,
+                batch_size=batch_size,
+                show_progress_bar=show_progress_bar,
+                name=current.name,
+                precision=precision,
+            )
     if not model:
         if encoder == "onnx-int8":
             folder = prepare_onnx_model(Path(cache_dir))
@@ -752,8 +779,12 @@ def _build_model_dir(folder: Path) -> None:
 # --------------------------------------------------------------------------------------------- ONNX export
 
 
-def _export_onnx_int8(source: Path, folder: Path) -> None:
-    """Write model.onnx (encoder + mean pooling + L2 norm, int8), tokenizer.json and the marker (last) into folder."""
+def _export_onnx_int8(source: Path, folder: Path, *, name: str = ONNX_MODEL_NAME) -> None:
+    """Write model.onnx (encoder + mean pooling + L2 norm, int8), tokenizer.json and the marker (last) into folder.
+
+    ``source`` is a BERT sentence-transformers folder with mean pooling and e5's prompts: the prepared default or
+    an adaptation of it (matching/adapt.py).
+    """
     import onnx
     import onnxruntime as ort
     import torch
@@ -837,7 +868,7 @@ def _export_onnx_int8(source: Path, folder: Path) -> None:
         folder / _MARKER,
         {
             "format_version": _ONNX_FORMAT_VERSION,
-            "name": ONNX_MODEL_NAME,
+            "name": name,
             "dim": int(expected.shape[1]),
             "prompts": DEFAULT_PROMPTS,
             "source": {"model": source.name, "marker_sha256": _file_sha256(source / _MARKER)},
