@@ -30,6 +30,25 @@ class OrganisationCreate(_Strict):
     kind: OrgKind
     region: str | None = Field(default=None, max_length=100)
     in_weihai: bool = False
+    # The facts the subsidy engine reads about a party (its Party's names and meanings); None: not recorded.
+    has_rd_activity: bool | None = None
+    public_institution: bool | None = None
+    filed: bool | None = None
+    tech_sme: bool | None = None
+    early_stage_assessed: bool | None = None
+
+
+class OrganisationUpdate(_Strict):
+    """Changed fields of an organisation (staff): what is absent stays; null clears a fact back to unrecorded."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    region: str | None = Field(default=None, max_length=100)
+    in_weihai: bool | None = None
+    has_rd_activity: bool | None = None
+    public_institution: bool | None = None
+    filed: bool | None = None
+    tech_sme: bool | None = None
+    early_stage_assessed: bool | None = None
 
 
 class UserCreate(_Strict):

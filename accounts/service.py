@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from accounts import audit
 from accounts.passwords import hash_password, verify_password
 from accounts.policy import Principal
-from accounts.schemas import OrganisationCreate, UserCreate
+from accounts.schemas import OrganisationCreate, OrganisationUpdate, UserCreate
 from core.errors import Conflict, InvalidInput, NotFound
 from matching.text import tidy
 from models.base import utcnow
@@ -36,7 +36,7 @@ def create_organisation(*, session: Session, data: OrganisationCreate, actor: Pr
     name = tidy(data.name)
     if session.scalar(select(Organisation.id).where(Organisation.name == name)) is not None:
         raise Conflict(f"organisation {name!r} exists", field="name")
-    org = Organisation(name=name, kind=data.kind, region=data.region, in_weihai=data.in_weihai)
+    org = Organisation(**{**data.model_dump(), "name": name})
     session.add(org)
     session.flush()
     audit.record(
@@ -45,6 +45,37 @@ def create_organisation(*, session: Session, data: OrganisationCreate, actor: Pr
         action="organisation.create",
         target_kind="organisation",
         target_id=org.id,
+        after=audit.snapshot(org),
+    )
+    return org
+
+
+def update_organisation(
+    *, session: Session, organisation_id: int, data: OrganisationUpdate, actor: Principal
+) -> Organisation:
+    """Change an organisation's name, region or subsidy facts; audited with the row before and after."""
+    org = get_organisation(session=session, organisation_id=organisation_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes:
+        if changes["name"] is None:
+            raise InvalidInput("name cannot be empty", field="name")
+        changes["name"] = tidy(changes["name"])
+        clash = select(Organisation.id).where(Organisation.name == changes["name"], Organisation.id != org.id)
+        if session.scalar(clash) is not None:
+            raise Conflict(f"organisation {changes['name']!r} exists", field="name")
+    if "in_weihai" in changes and changes["in_weihai"] is None:
+        raise InvalidInput("in_weihai is true or false", field="in_weihai")
+    before = audit.snapshot(org)
+    for key, value in changes.items():
+        setattr(org, key, value)
+    session.flush()
+    audit.record(
+        session=session,
+        actor=actor,
+        action="organisation.update",
+        target_kind="organisation",
+        target_id=org.id,
+        before=before,
         after=audit.snapshot(org),
     )
     return org

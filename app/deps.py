@@ -15,6 +15,7 @@ from accounts.policy import (
     ADMIN,
     BOOTSTRAP_ADMIN,
     EXPERTS,
+    LEAD_RECIPIENTS,
     NEED_PUBLISHERS,
     PUBLIC,
     SIGNED_IN,
@@ -154,3 +155,4 @@ AdminDep = Annotated[Principal, allow(ADMIN, "admins")]
 NeedPublisherDep = Annotated[Principal, allow(NEED_PUBLISHERS, "enterprises and staff")]
 AchievementPublisherDep = Annotated[Principal, allow(ACHIEVEMENT_PUBLISHERS, "universities, institutes and staff")]
 ExpertDep = Annotated[Principal, allow(EXPERTS, "experts")]
+LeadRecipientDep = Annotated[Principal, allow(LEAD_RECIPIENTS, "organisations' users and staff")]

@@ -147,6 +147,11 @@ class OrganisationOut(_Out):
     kind: str
     region: str | None
     in_weihai: bool
+    has_rd_activity: bool | None
+    public_institution: bool | None
+    filed: bool | None
+    tech_sme: bool | None
+    early_stage_assessed: bool | None
     created_at: UtcDateTime
 
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     index_merge_factor: int = 4
     index_max_segments: int = 24
 
+    # Targeted push: at most this many new leads per subscription per batch.
+    push_max_leads: int = Field(default=5, ge=1, le=100)
+
     # Index: exact search below this many vectors, HNSW above (generation engine).
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32

@@ -1,5 +1,6 @@
 """The tables: organisations, users and their tokens, the audit log, needs, achievements, the listing change feed,
-ingest runs and their per-row errors, expert review rounds and the graded pairs ranking learns from."""
+ingest runs and their per-row errors, expert review rounds and the graded pairs ranking learns from, subscriptions,
+push batches and the leads they deliver (定向推送)."""
 
 from __future__ import annotations
 
@@ -102,7 +103,14 @@ class Organisation(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[OrgKind] = mapped_column(_enum(OrgKind, "org_kind"))
     region: Mapped[str | None] = mapped_column(String(100))
+    # The facts the subsidy engine reads about a party (subsidy/schemas.py Party, same names and meanings); None is
+    # "not recorded", which the engine treats as not established.
     in_weihai: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_rd_activity: Mapped[bool | None] = mapped_column(Boolean)  # 有研发活动, 第4条
+    public_institution: Mapped[bool | None] = mapped_column(Boolean)  # 事业单位性质 (new R&D institution), 第4条
+    filed: Mapped[bool | None] = mapped_column(Boolean)  # 备案 (agency), 第9条
+    tech_sme: Mapped[bool | None] = mapped_column(Boolean)  # 国家科技型中小企业, 第15条
+    early_stage_assessed: Mapped[bool | None] = mapped_column(Boolean)  # 早期、初创期 (科融信), 第15条
 
 
 class Need(TimestampMixin, Base):
@@ -394,3 +402,99 @@ class GradedPair(Base):
     round_id: Mapped[int | None] = mapped_column(ForeignKey("review_rounds.id"))
     ranker_version: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SubscriptionTarget(enum.StrEnum):
+    """What a subscriber wants pushed to it."""
+
+    needs = "needs"  # enterprises' needs (a university's default: needs matching its own achievements)
+    achievements = "achievements"  # achievements (an enterprise's default: achievements matching its own needs)
+
+
+class Subscription(Base):
+    """An organisation's standing request for leads: matches of its own listings, or a saved query (订阅)."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    target: Mapped[SubscriptionTarget] = mapped_column(_enum(SubscriptionTarget, "subscription_target"))
+    # None: match the organisation's own published listings of the other kind; else this text is the query.
+    query: Mapped[str | None] = mapped_column(Text)
+    fields: Mapped[list[str]] = mapped_column(JSON, default=list)  # only pushed listings in these fields; [] any
+    # Only hits scoring at least this (the match API's score); None: every hit not graded weak.
+    min_score: Mapped[float | None] = mapped_column(Float)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    organisation: Mapped[Organisation] = relationship(lazy="joined")
+
+
+class BatchTrigger(enum.StrEnum):
+    schedule = "schedule"
+    staff = "staff"
+
+
+class PushBatch(Base):
+    """One push run over every active subscription, with what it did per subscription (the batch report)."""
+
+    __tablename__ = "push_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[BatchTrigger] = mapped_column(_enum(BatchTrigger, "batch_trigger"))
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"), default=RunStatus.running)
+    ranker_version: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    leads: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    started_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class LeadStatus(enum.StrEnum):
+    new = "new"
+    responded = "responded"
+
+
+class LeadResponse(enum.StrEnum):
+    """A recipient's coded answer to a lead; stored beside the expert grades as a graded pair (source push)."""
+
+    interested = "interested"  # 有意向
+    already_in_contact = "already_in_contact"  # 已在联系
+    not_relevant = "not_relevant"  # 不相关
+    too_early = "too_early"  # 成果阶段过早
+    benefit_unclear = "benefit_unclear"  # 效益不明确
+    route_unclear = "route_unclear"  # 转化路径不清晰
+    description_unclear = "description_unclear"  # 描述不清
+
+
+class Lead(Base):
+    """A listing pushed to an organisation: once per (organisation, listing), ever (the unique constraint)."""
+
+    __tablename__ = "leads"
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "pushed_kind", "pushed_id", name="uq_leads_organisation_listing"),
+        Index("ix_leads_organisation_status", "organisation_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("push_batches.id"), index=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    # What was pushed: a need (to a university) or an achievement (to an enterprise).
+    pushed_kind: Mapped[IngestKind] = mapped_column(_enum(IngestKind, "ingest_kind"))
+    pushed_id: Mapped[int] = mapped_column(Integer)
+    # The pair: the pushed listing and the subscriber's own listing it matched (None for a saved query's lead).
+    need_id: Mapped[int | None] = mapped_column(ForeignKey("needs.id"))
+    achievement_id: Mapped[int | None] = mapped_column(ForeignKey("achievements.id"))
+    score: Mapped[float] = mapped_column(Float)
+    probability: Mapped[float | None] = mapped_column(Float)
+    strength: Mapped[str | None] = mapped_column(String(16))
+    reasons: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    ranker_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[LeadStatus] = mapped_column(_enum(LeadStatus, "lead_status"), default=LeadStatus.new)
+    response: Mapped[LeadResponse | None] = mapped_column(_enum(LeadResponse, "lead_response"))
+    responded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

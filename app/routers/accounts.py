@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 
 from accounts import service
-from accounts.schemas import OrganisationCreate, TokenRequest, UserCreate
+from accounts.schemas import OrganisationCreate, OrganisationUpdate, TokenRequest, UserCreate
 from app.deps import AdminDep, IdPath, PublicDep, SessionDep, SettingsDep, SignedInDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES, problem_response
 from app.schemas import OrganisationOut, TokenOut, UserOut
@@ -20,6 +20,15 @@ router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=PROBLEM_RESPON
 def create_organisation(body: OrganisationCreate, session: SessionDep, actor: StaffDep) -> OrganisationOut:
     """Register an organisation (staff)."""
     org = service.create_organisation(session=session, data=body, actor=actor)
+    return OrganisationOut.model_validate(org)
+
+
+@router.patch("/organisations/{organisation_id}", response_model=OrganisationOut, responses=BODY_RESPONSES)
+def update_organisation(
+    organisation_id: IdPath, body: OrganisationUpdate, session: SessionDep, actor: StaffDep
+) -> OrganisationOut:
+    """Change an organisation's name, region or the facts the subsidy rules read about it (staff)."""
+    org = service.update_organisation(session=session, organisation_id=organisation_id, data=body, actor=actor)
     return OrganisationOut.model_validate(org)
 
 
