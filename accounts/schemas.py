@@ -12,6 +12,10 @@ from models.tables import OrgKind, Role
 
 Username = Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, Field(min_length=MIN_LENGTH, max_length=200)]
+# Where pushed leads are delivered: an http(s) URL, its signing secret, an e-mail address (one @, a dotted domain).
+WebhookUrl = Annotated[str, Field(max_length=500, pattern=r"^https?://[^\s/?#]+[^\s]*$")]
+WebhookSecret = Annotated[str, Field(min_length=16, max_length=200)]
+Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 
 
 class _Strict(BaseModel):
@@ -36,6 +40,10 @@ class OrganisationCreate(_Strict):
     filed: bool | None = None
     tech_sme: bool | None = None
     early_stage_assessed: bool | None = None
+    # Deliveries of pushed leads besides the inbox (the secret signs each webhook body; it is never shown back).
+    webhook_url: WebhookUrl | None = None
+    webhook_secret: WebhookSecret | None = None
+    notify_email: Email | None = None
 
 
 class OrganisationUpdate(_Strict):
@@ -49,6 +57,10 @@ class OrganisationUpdate(_Strict):
     filed: bool | None = None
     tech_sme: bool | None = None
     early_stage_assessed: bool | None = None
+    # Deliveries of pushed leads besides the inbox (the secret signs each webhook body; it is never shown back).
+    webhook_url: WebhookUrl | None = None
+    webhook_secret: WebhookSecret | None = None
+    notify_email: Email | None = None
 
 
 class UserCreate(_Strict):

@@ -24,6 +24,8 @@ rank_cli = typer.Typer(help="The learned re-ranker.", no_args_is_help=True)
 cli.add_typer(rank_cli, name="rank")
 encoder_cli = typer.Typer(help="The text encoder: adapt it to the catalogue.", no_args_is_help=True)
 cli.add_typer(encoder_cli, name="encoder")
+push_cli = typer.Typer(help="Targeted push: batches of leads and their deliveries.", no_args_is_help=True)
+cli.add_typer(push_cli, name="push")
 grades_cli = typer.Typer(help="Graded need → achievement pairs (what ranking learns from).", no_args_is_help=True)
 cli.add_typer(grades_cli, name="grades")
 
@@ -457,6 +459,56 @@ def grades_import(
     )
     _follow(runtime, progress=progress)
     runtime.close()
+
+
+@push_cli.command("run")
+def push_run() -> None:
+    """Run a push batch now over every active subscription, then send its deliveries (what the schedule does)."""
+    from accounts.policy import CLI
+    from models.db import session_scope
+    from models.tables import BatchTrigger
+    from workflow.push import delivery
+    from workflow.push.service import run_batch
+
+    runtime = _runtime()
+    _follow(runtime, progress=False)
+    with session_scope(runtime.write_session_factory) as session:
+        batch = run_batch(
+            session=session,
+            indexes=runtime.indexes,
+            ranker_version=runtime.ranker_version,
+            trigger=BatchTrigger.staff,
+            max_leads=runtime.settings.push_max_leads,
+            actor=CLI,
+        )
+        batch_id, leads, report = batch.id, batch.leads, list(batch.report)
+    typer.echo(f"push batch {batch_id}: {leads} leads")
+    for line in report:
+        typer.echo(
+            f"  subscription {line['subscription_id']} (organisation {line['organisation_id']}): "
+            + (line.get("error") or f"{line['delivered']} delivered, {line['already_pushed']} already pushed")
+        )
+    sent = delivery.deliver_due(
+        session_factory=runtime.write_session_factory, config=delivery.DeliveryConfig.from_settings(runtime.settings)
+    )
+    typer.echo(f"deliveries: {len(sent.sent)} sent, {len(sent.retrying)} to retry, {len(sent.failed)} failed")
+    runtime.close()
+
+
+@push_cli.command("deliver")
+def push_deliver() -> None:
+    """Send the deliveries that are due (webhooks, e-mail); the server's scheduler does this every few seconds."""
+    from models.db import make_engine, make_sessionmaker, migrate
+    from workflow.push import delivery
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    sent = delivery.deliver_due(
+        session_factory=make_sessionmaker(engine, writer=True), config=delivery.DeliveryConfig.from_settings(settings)
+    )
+    typer.echo(f"deliveries: {len(sent.sent)} sent, {len(sent.retrying)} to retry, {len(sent.failed)} failed")
+    engine.dispose()
 
 
 def _db_session():  # type: ignore[no-untyped-def]

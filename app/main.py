@@ -14,6 +14,7 @@ from app import errors
 from app.routers import accounts, achievements, audit, health, match, needs, pages, push, review, subsidies
 from app.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
+from workflow.schedule import Scheduler
 
 log = logging.getLogger("techmatch")
 
@@ -27,9 +28,15 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         app.state.runtime = runtime or build_runtime(settings or get_settings())
         # Each process (each uvicorn worker) follows the change feed: writes made anywhere become searchable here.
         app.state.runtime.follower.start()
+        # Scheduled push batches and deliveries (a lease keeps each scheduled batch to one process of many).
+        scheduler = Scheduler(app.state.runtime) if app.state.runtime.settings.scheduler else None
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                scheduler.stop()
             if own:
                 app.state.runtime.close()
             else:

@@ -152,6 +152,9 @@ class OrganisationOut(_Out):
     filed: bool | None
     tech_sme: bool | None
     early_stage_assessed: bool | None
+    webhook_url: str | None
+    has_webhook_secret: bool
+    notify_email: str | None
     created_at: UtcDateTime
 
 

@@ -64,6 +64,26 @@ class Settings(BaseSettings):
 
     # Targeted push: at most this many new leads per subscription per batch.
     push_max_leads: int = Field(default=5, ge=1, le=100)
+    # The server runs push batches on this cron schedule (minute hour day month weekday, or six fields with seconds
+    # first, in scheduler_timezone; None: only by hand) and sends due deliveries every delivery_interval_s;
+    # scheduler=False runs neither in this process.
+    scheduler: bool = True
+    scheduler_timezone: str = "Asia/Shanghai"
+    push_schedule: str | None = "0 8 * * mon"
+    delivery_interval_s: float = Field(default=30.0, gt=0)
+    # Deliveries (webhook, e-mail) are retried with exponential backoff: delivery_backoff_s, doubling, capped; after
+    # delivery_max_attempts they are marked failed (visible to staff, retried by hand).
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_backoff_s: float = Field(default=60.0, gt=0)
+    delivery_backoff_max_s: float = Field(default=6 * 3600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # The SMTP relay e-mail deliveries go through (None: e-mail deliveries fail visibly until one is set).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "techmatch@localhost"
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
 
     # Index: exact search below this many vectors, HNSW above (generation engine).
     hnsw_threshold: int = 50_000

@@ -111,6 +111,16 @@ class Organisation(TimestampMixin, Base):
     filed: Mapped[bool | None] = mapped_column(Boolean)  # 备案 (agency), 第9条
     tech_sme: Mapped[bool | None] = mapped_column(Boolean)  # 国家科技型中小企业, 第15条
     early_stage_assessed: Mapped[bool | None] = mapped_column(Boolean)  # 早期、初创期 (科融信), 第15条
+    # Where its pushed leads are delivered besides the in-app inbox: a webhook (HMAC-SHA256-signed with the secret)
+    # and an e-mail address.
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret: Mapped[str | None] = mapped_column(String(200))
+    notify_email: Mapped[str | None] = mapped_column(String(254))
+
+    @property
+    def has_webhook_secret(self) -> bool:
+        """Whether webhook bodies are signed (the secret itself is never shown back)."""
+        return bool(self.webhook_secret)
 
 
 class Need(TimestampMixin, Base):
@@ -498,3 +508,50 @@ class Lead(Base):
     responded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeliveryChannel(enum.StrEnum):
+    webhook = "webhook"
+    email = "email"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"  # due at next_attempt_at (a claimed one: claimed_until in the future)
+    sent = "sent"
+    failed = "failed"  # gave up after the last attempt: visible to staff, retried only by hand
+
+
+class Delivery(Base):
+    """The delivery outbox: one message per organisation, batch and channel, written with the batch's leads in one
+    transaction and sent at least once (retries with exponential backoff); the idempotency key lets the receiver
+    drop a repeat."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("push_batches.id"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    channel: Mapped[DeliveryChannel] = mapped_column(_enum(DeliveryChannel, "delivery_channel"))
+    address: Mapped[str] = mapped_column(String(500))  # the URL or e-mail address at the time of the batch
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.pending
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobLease(Base):
+    """A scheduled job's lease: the one process holding it (until expires_at) runs the job; the others skip."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, BackgroundTasks, Query
 
 from app.deps import IdPath, LeadRecipientDep, RuntimeDep, SessionDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
-from models.tables import BatchTrigger, Lead, LeadStatus
-from workflow.push import service
+from models.tables import BatchTrigger, DeliveryStatus, Lead, LeadStatus
+from workflow.push import delivery, service
 from workflow.push.schemas import (
     BatchOut,
+    DeliveryOut,
     Inbox,
     InboxItem,
     RespondIn,
@@ -45,8 +46,9 @@ def cancel_subscription(subscription_id: IdPath, session: SessionDep, actor: Lea
 
 
 @router.post("/push/run", response_model=RunOut)
-def run_push(session: SessionDep, runtime: RuntimeDep, actor: StaffDep) -> RunOut:
-    """Run a push batch now over every active subscription (staff); its report is at /push/batches/{batch_id}."""
+def run_push(session: SessionDep, runtime: RuntimeDep, actor: StaffDep, background: BackgroundTasks) -> RunOut:
+    """Run a push batch now over every active subscription (staff); its report is at /push/batches/{batch_id}.
+    Its webhooks and e-mails are sent after the answer (and retried by the scheduler)."""
     batch = service.run_batch(
         session=session,
         indexes=runtime.indexes,
@@ -56,7 +58,34 @@ def run_push(session: SessionDep, runtime: RuntimeDep, actor: StaffDep) -> RunOu
         actor=actor,
     )
     session.commit()  # before the answer: the recipients' inboxes show the leads at once
+    background.add_task(
+        delivery.deliver_due,
+        session_factory=runtime.write_session_factory,
+        config=delivery.DeliveryConfig.from_settings(runtime.settings),
+    )
     return RunOut(batch_id=batch.id, leads=batch.leads)
+
+
+@router.get("/push/deliveries", response_model=list[DeliveryOut])
+def list_deliveries(
+    session: SessionDep,
+    _: StaffDep,
+    status: DeliveryStatus | None = None,
+    organisation_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    batch_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeliveryOut]:
+    """The delivery outbox, newest first: each webhook and e-mail, its attempts, next try and last error (staff)."""
+    rows = delivery.list_deliveries(
+        session=session, status=status, organisation_id=organisation_id, batch_id=batch_id, limit=limit
+    )
+    return [DeliveryOut.model_validate(d) for d in rows]
+
+
+@router.post("/push/deliveries/{delivery_id}/retry", response_model=DeliveryOut)
+def retry_delivery(delivery_id: IdPath, session: SessionDep, _: StaffDep) -> DeliveryOut:
+    """Queue a failed delivery again, due now, with a fresh count of attempts (staff); 409 unless it failed."""
+    return DeliveryOut.model_validate(delivery.retry(session=session, delivery_id=delivery_id))
 
 
 @router.get("/push/batches", response_model=list[BatchOut])

@@ -20,6 +20,7 @@ STAFF = {"Authorization": f"Bearer {ADMIN}"}
 
 def make_runtime(folder: Path, url: str, embedder: object, **overrides: object) -> Runtime:
     """A runtime on the given DB and a data dir inside folder."""
+    overrides = {"scheduler": False} | overrides  # a test that wants the scheduler starts it
     settings = Settings(environment="test", data_dir=folder / "data", database_url=url, admin_token=ADMIN, **overrides)  # type: ignore[arg-type]
     reset_settings(settings)
     return build_runtime(settings, embedder=embedder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from app.main import create_app
 from app.runtime import Runtime
-from models.tables import GradedPair, GradeSource, Lead
-from tests.app.conftest import STAFF
+from core.settings import reset_settings
+from models.base import as_utc, utcnow
+from models.tables import GradedPair, GradeSource, JobLease, Lead, PushBatch
+from tests.app.conftest import STAFF, make_runtime
+from tests.conftest import _throwaway_database
+from workflow.schedule import Scheduler
 
 pytestmark = pytest.mark.slow
 
@@ -274,3 +280,39 @@ def test_staff_set_the_facts_the_subsidy_rules_read(client: TestClient, people: 
     assert r.status_code == 403, r.text
     listed = {o["id"]: o for o in client.get("/api/v1/organisations", headers=STAFF).json()}
     assert listed[org]["tech_sme"] is True
+
+
+def test_a_scheduled_batch_runs_in_one_process_per_slot(runtime: Runtime, subscribed: dict[str, Any]) -> None:
+    # Two server processes' schedulers fire for the same weekly slot: the first takes the slot's lease and runs the
+    # batch, the second finds it held and skips; both saw the same catalogue.
+    here, there = Scheduler(runtime), Scheduler(runtime)
+    there.holder = "another-host:4242"
+    batch_id = here.run_push()
+    assert batch_id is not None and there.run_push() is None
+    with runtime.session_factory() as session:
+        batch = session.get_one(PushBatch, batch_id)
+        assert batch.trigger == "schedule" and batch.status == "finished"
+        lease = session.get_one(JobLease, "push")
+        assert lease.holder == here.holder
+        # Held until just before the next slot (Monday 08:00 in the bureau's time zone), not beyond it.
+        assert here.push_trigger is not None
+        following = here.push_trigger.get_next_fire_time(None, utcnow())
+        assert as_utc(lease.expires_at) <= following
+
+
+def test_the_server_fires_scheduled_batches_by_itself(tmp_path: Path, embedder: object) -> None:
+    with _throwaway_database(tmp_path) as url:
+        rt = make_runtime(tmp_path, url, embedder, scheduler=True, push_schedule="*/2 * * * * *")
+        try:
+            with TestClient(create_app(runtime=rt)) as c:
+                deadline = time.monotonic() + 30
+                batches: list[dict[str, Any]] = []
+                while time.monotonic() < deadline and not batches:
+                    time.sleep(0.5)
+                    r = c.get("/api/v1/push/batches", headers=STAFF)
+                    assert r.status_code == 200, r.text
+                    batches = [b for b in r.json() if b["trigger"] == "schedule"]
+            assert batches, "the scheduler ran no push batch within 30 s"
+        finally:
+            rt.close()
+            reset_settings()

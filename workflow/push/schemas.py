@@ -95,6 +95,23 @@ class BatchOut(BaseModel):
     report: list[dict[str, Any]]
 
 
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    idempotency_key: str
+    batch_id: int
+    organisation_id: int
+    channel: str
+    address: str
+    status: str
+    attempts: int
+    next_attempt_at: UtcDateTime
+    last_error: str | None
+    sent_at: UtcDateTime | None
+    created_at: UtcDateTime
+
+
 class InboxItem(BaseModel):
     id: int
     need_id: int | None

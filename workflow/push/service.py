@@ -45,6 +45,7 @@ from models.tables import (
     Subscription,
     SubscriptionTarget,
 )
+from workflow.push import delivery
 from workflow.push.schemas import RESPONSE_GRADES, SubscriptionCreate
 
 # How many hits each of a subscriber's own listings (or its query) contributes before the best are kept.
@@ -144,6 +145,8 @@ def run_batch(
         report.append(entry)
     batch.report = report
     batch.leads = sum(e.get("delivered", 0) for e in report)
+    new_leads = list(session.scalars(select(Lead).where(Lead.batch_id == batch.id)))
+    delivery.enqueue(session, batch, _titles(session, new_leads))  # the outbox, in the leads' transaction
     batch.status = RunStatus.finished
     batch.finished_at = utcnow()
     session.flush()
@@ -305,6 +308,12 @@ def inbox(
     if status is not None:
         stmt = stmt.where(Lead.status == status)
     leads = list(session.scalars(stmt).all())
+    titles = _titles(session, leads)
+    return [(lead, titles.get((lead.pushed_kind, lead.pushed_id), "")) for lead in leads]
+
+
+def _titles(session: Session, leads: Sequence[Lead]) -> dict[tuple[IngestKind, int], str]:
+    """The titles of the listings these leads pushed."""
     titles: dict[tuple[IngestKind, int], str] = {}
     for kind in (IngestKind.needs, IngestKind.achievements):
         ids = {lead.pushed_id for lead in leads if lead.pushed_kind == kind}
@@ -312,7 +321,7 @@ def inbox(
             model = _model(kind)
             for row_id, title in session.execute(select(model.id, model.title).where(model.id.in_(ids))):
                 titles[(kind, row_id)] = title
-    return [(lead, titles.get((lead.pushed_kind, lead.pushed_id), "")) for lead in leads]
+    return titles
 
 
 def pushed_title(*, session: Session, lead: Lead) -> str:
