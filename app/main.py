@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import errors
-from app.routers import accounts, achievements, audit, health, match, needs, pages, push, review, subsidies
+from app.routers import accounts, achievements, audit, deals, health, match, needs, pages, push, review, subsidies
 from app.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
 from workflow.schedule import Scheduler
@@ -59,6 +59,7 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         audit.router,
         review.router,
         push.router,
+        deals.router,
         pages.router,
     ):
         app.include_router(router)

@@ -555,3 +555,87 @@ class JobLease(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DealState(enum.StrEnum):
+    """A deal's stage, from a match to a landed transfer (落地转化); lost and closed end it from any stage."""
+
+    matched = "matched"  # 已匹配
+    contacted = "contacted"  # 已对接
+    negotiating = "negotiating"  # 洽谈中
+    contracted = "contracted"  # 已签约
+    registered = "registered"  # 已登记备案
+    paid = "paid"  # 已支付
+    landed = "landed"  # 已落地转化
+    lost = "lost"  # 未成交
+    closed = "closed"  # 已关闭
+
+
+class ContractType(enum.StrEnum):
+    """技术合同 types (the subsidy engine's contract types)."""
+
+    development = "development"  # 技术开发
+    transfer = "transfer"  # 技术转让
+    consulting = "consulting"  # 技术咨询
+    service = "service"  # 技术服务
+
+
+class Deal(Base):
+    """A need's owner (buyer) and an achievement's owner (seller), maybe through an agency, from match to landing."""
+
+    __tablename__ = "deals"
+    __table_args__ = (Index("ix_deals_state_changed", "state", "state_changed_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    need_id: Mapped[int] = mapped_column(ForeignKey("needs.id"), index=True)
+    achievement_id: Mapped[int] = mapped_column(ForeignKey("achievements.id"), index=True)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"), index=True)
+    buyer_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    seller_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    agency_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"), index=True)
+    state: Mapped[DealState] = mapped_column(_enum(DealState, "deal_state"), default=DealState.matched)
+    state_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    opened_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DealEvent(Base):
+    """One transition of a deal: from, to, who, when and a note (the deal's full history)."""
+
+    __tablename__ = "deal_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id"), index=True)
+    from_state: Mapped[DealState | None] = mapped_column(_enum(DealState, "deal_state"))
+    to_state: Mapped[DealState] = mapped_column(_enum(DealState, "deal_state"))
+    actor: Mapped[str] = mapped_column(String(200))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Contract(TimestampMixin, Base):
+    """A deal's technology contract (技术合同): one per deal, with its registration (登记备案) when made."""
+
+    __tablename__ = "contracts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id"), unique=True)
+    type: Mapped[ContractType] = mapped_column(_enum(ContractType, "contract_type"))
+    amount_yuan: Mapped[Decimal] = mapped_column(Money)
+    signed_on: Mapped[date] = mapped_column(Date)
+    registration_no: Mapped[str | None] = mapped_column(String(100), index=True)
+    registered_on: Mapped[date | None] = mapped_column(Date)
+
+
+class Payment(Base):
+    """A payment under a deal's contract (possibly one of several over years)."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id"), index=True)
+    paid_on: Mapped[date] = mapped_column(Date)
+    amount_yuan: Mapped[Decimal] = mapped_column(Money)
+    recorded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
