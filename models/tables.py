@@ -639,3 +639,22 @@ class Payment(Base):
     amount_yuan: Mapped[Decimal] = mapped_column(Money)
     recorded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SubsidyLedger(Base):
+    """A frozen (approved) subsidy ledger of one year: the engine's items over the platform's deals as they stood,
+    with the parameters' version and the exact request, so a later recompute can be compared with it."""
+
+    __tablename__ = "subsidy_ledgers"
+    __table_args__ = (UniqueConstraint("year", "version", name="uq_subsidy_ledgers_year_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    year: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, … per year
+    params_version: Mapped[str] = mapped_column(String(100))
+    total_yuan: Mapped[Decimal] = mapped_column(Money)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # the ledger's items as answered (money as strings)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the engine's input, for the record
+    note: Mapped[str] = mapped_column(Text, default="")
+    frozen_by: Mapped[str] = mapped_column(String(200))
+    frozen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

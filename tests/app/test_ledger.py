@@ -1,0 +1,256 @@
+"""The subsidy ledger from real platform records: two deals of one buyer walked from pushed leads over payments in two
+years give exactly the items the evaluate calculator gives for the same facts; the yearly cap holds across both
+deals; every item leads back to its deals, payments, leads and matches; frozen versions and their differences."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+
+from app.runtime import Runtime
+from subsidy.parameters import DEFAULT_PARAMS_FILE, load_parameters
+from tests.app.conftest import STAFF
+from workflow.ledger import service as ledger
+
+pytestmark = pytest.mark.slow
+
+DEMO = Path(__file__).resolve().parents[2] / "ingest" / "demo_data"
+
+DEAL_1 = {
+    "contract": {
+        "type": "development",
+        "amount_yuan": "800000.00",
+        "signed_on": "2025-03-10",
+        "registration_no": "2025370010000123",
+        "registered_on": "2025-04-02",
+    },
+    "payments": [("2025-06-30", "300000.00"), ("2026-02-15", "500000.00")],
+    "walk": ["contacted", "negotiating", "contracted", "registered", "paid", "landed"],
+}
+DEAL_2 = {
+    "contract": {
+        "type": "transfer",
+        "amount_yuan": "9000000.00",
+        "signed_on": "2025-05-01",
+        "registration_no": "2025370010000456",
+        "registered_on": "2025-05-20",
+    },
+    "payments": [("2025-09-01", "6000000.00")],
+    "walk": ["contacted", "negotiating", "contracted", "registered", "paid"],
+}
+
+
+def _walk(
+    client: TestClient, headers: dict[str, str], lead: dict[str, Any], plan: dict[str, Any], agency: int | None
+) -> int:
+    body = {"need_id": lead["need_id"], "achievement_id": lead["achievement_id"], "lead_id": lead["id"]}
+    r = client.post(f"/api/v1/inbox/{lead['id']}/respond", json={"response": "interested"}, headers=headers)
+    assert r.status_code == 200, r.text
+    r = client.post("/api/v1/deals", json=body | ({"agency_id": agency} if agency else {}), headers=headers)
+    assert r.status_code == 201, r.text
+    did = int(r.json()["id"])
+    steps = iter(plan["walk"])
+    for to in steps:
+        if to == "contracted":
+            assert client.put(f"/api/v1/deals/{did}/contract", json=plan["contract"], headers=STAFF).status_code == 200
+        if to == "paid":
+            for paid_on, amount in plan["payments"]:
+                r = client.post(
+                    f"/api/v1/deals/{did}/payments", json={"paid_on": paid_on, "amount_yuan": amount}, headers=STAFF
+                )
+                assert r.status_code == 201, r.text
+        r = client.post(f"/api/v1/deals/{did}/transitions", json={"to": to}, headers=headers)
+        assert r.status_code == 200, (to, r.text)
+    return did
+
+
+@pytest.fixture(scope="module")
+def deals(client: TestClient, people: dict[str, dict]) -> dict[str, Any]:
+    orgs = people["orgs"]
+    facts = {
+        orgs["ent_a"]: {"in_weihai": True, "has_rd_activity": True},
+        orgs["uni"]: {"in_weihai": True},
+        orgs["agency"]: {"in_weihai": True, "filed": True},
+    }
+    for org, body in facts.items():
+        assert client.patch(f"/api/v1/organisations/{org}", json=body, headers=STAFF).status_code == 200
+    with gzip.open(DEMO / "achievements.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for _, line in zip(range(12), handle, strict=False)]
+    for row in rows:
+        body = {k: row[k] for k in ("external_id", "title", "abstract", "keywords", "field")} | {
+            "owner_id": orgs["uni"]
+        }
+        assert client.post("/api/v1/achievements", json=body, headers=STAFF).status_code == 201
+    for line in (DEMO / "needs.jsonl").read_text(encoding="utf-8").splitlines()[:3]:
+        row = json.loads(line)
+        body = {
+            "title": row["title"],
+            "description": row["description"],
+            "field": row["field"],
+            "owner_id": orgs["ent_a"],
+        }
+        assert client.post("/api/v1/needs", json=body, headers=STAFF).status_code == 201
+    uni = people["university"]["headers"]
+    assert (
+        client.post("/api/v1/subscriptions", json={"target": "needs", "min_score": -1000}, headers=uni).status_code
+        == 201
+    )
+    assert client.post("/api/v1/push/run", headers=STAFF).json()["leads"] >= 2
+    items = client.get("/api/v1/inbox", headers=uni).json()["items"]
+    first = items[0]
+    second = next(
+        i for i in items if (i["need_id"], i["achievement_id"]) != (first["need_id"], first["achievement_id"])
+    )
+    return {
+        "leads": [first, second],
+        "deal_ids": [_walk(client, uni, first, DEAL_1, orgs["agency"]), _walk(client, uni, second, DEAL_2, None)],
+    }
+
+
+def _same_facts(year: int, people: dict[str, dict]) -> dict[str, Any]:
+    """The evaluate request a caseworker would write by hand for the same two deals."""
+    orgs = people["orgs"]
+
+    def contract(cid: str, plan: dict[str, Any], agency: str | None) -> dict[str, Any]:
+        c = plan["contract"]
+        return {
+            "id": cid,
+            "type": c["type"],
+            "buyer": "E",
+            "seller": "U",
+            "agency": agency,
+            "registered": True,
+            "signed_on": c["signed_on"],
+            "amount_yuan": c["amount_yuan"],
+            "payments": [{"paid_on": d, "amount_yuan": a} for d, a in plan["payments"]],
+        }
+
+    return {
+        "year": year,
+        "parties": [
+            {"id": "E", "kind": "enterprise", "in_weihai": True, "has_rd_activity": True},
+            {"id": "U", "kind": "university", "in_weihai": True},
+            {"id": "A", "kind": "agency", "in_weihai": True, "filed": True},
+        ],
+        "contracts": [contract("C1", DEAL_1, "A"), contract("C2", DEAL_2, None)],
+        "_names": {"E": orgs["ent_a"], "U": orgs["uni"], "A": orgs["agency"]},
+    }
+
+
+@pytest.mark.parametrize("year", [2025, 2026])
+def test_the_ledger_is_what_the_calculator_gives_for_the_same_facts(
+    client: TestClient, people: dict[str, dict], deals: dict[str, Any], year: int
+) -> None:
+    r = client.get("/api/v1/subsidies/ledger", params={"year": year}, headers=STAFF)
+    assert r.status_code == 200, r.text
+    got = {(i["measure"], i["party_id"]): i["amount_yuan"] for i in r.json()["items"]}
+    facts = _same_facts(year, people)
+    names = facts.pop("_names")
+    expected = client.post("/api/v1/subsidies/evaluate", json=facts)
+    assert expected.status_code == 200, expected.text
+    want = {(i["measure"], names[i["party"]]): i["amount_yuan"] for i in expected.json()["items"]}
+    assert got == want and got, (got, want)
+    assert r.json()["total_yuan"] == expected.json()["totals"]["total_yuan"]
+    # Recomputing is idempotent: a read, the same answer.
+    again = client.get("/api/v1/subsidies/ledger", params={"year": year}, headers=STAFF).json()
+    assert again["items"] == r.json()["items"]
+
+
+def test_the_yearly_cap_holds_across_two_deals_of_one_buyer(
+    client: TestClient, people: dict[str, dict], deals: dict[str, Any]
+) -> None:
+    items = client.get("/api/v1/subsidies/ledger", params={"year": 2025}, headers=STAFF).json()["items"]
+    buyer = next(i for i in items if i["measure"] == "4.1" and i["party_id"] == people["orgs"]["ent_a"])
+    # 5% of 300,000 + 6,000,000 paid in 2025 is 315,000: the 300,000 yearly ceiling per enterprise binds.
+    assert buyer["basis_yuan"] == "6300000.00" and buyer["amount_yuan"] == "300000.00"
+    assert buyer["ceiling_bound"] and sorted(buyer["deal_ids"]) == sorted(deals["deal_ids"])
+
+
+def test_every_item_leads_back_to_its_payments_deal_lead_and_match(
+    client: TestClient, runtime: Runtime, deals: dict[str, Any]
+) -> None:
+    items = client.get("/api/v1/subsidies/ledger", params={"year": 2025}, headers=STAFF).json()["items"]
+    assert items
+    leads = {lead["id"]: lead for lead in deals["leads"]}
+    for item in items:
+        assert item["trace"] and item["links"], item
+        for link in item["links"]:
+            assert link["deal_id"] in deals["deal_ids"]
+            assert link["payments"] and all(p["paid_on"].startswith("2025") for p in link["payments"])
+            lead = leads[link["lead_id"]]
+            assert (link["need_id"], link["achievement_id"]) == (lead["need_id"], lead["achievement_id"])
+            assert link["match"]["score"] == lead["score"] and link["match"]["ranker_version"] == lead["ranker_version"]
+            assert link["match"]["batch_id"] == lead["batch_id"]
+        # The payments behind the item add up to its basis where the basis is what was paid.
+        if item["measure"] in ("4.1", "4.2"):
+            paid = sum(Decimal(p["amount_yuan"]) for link in item["links"] for p in link["payments"])
+            assert paid == Decimal(item["basis_yuan"])
+
+
+def test_a_frozen_version_and_the_difference_a_change_makes(
+    client: TestClient, runtime: Runtime, people: dict[str, dict], deals: dict[str, Any], tmp_path: Path
+) -> None:
+    r = client.post("/api/v1/subsidies/ledger/freeze", json={"year": 2025, "note": "2025 年度公示稿"}, headers=STAFF)
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == 1
+    now = client.get("/api/v1/subsidies/ledger", params={"year": 2025}, headers=STAFF).json()
+    assert now["frozen"]["version"] == 1 and now["diff"] == []
+
+    # A draft parameter change (4.1 at 4%) priced on the recorded deals: the difference against the frozen version.
+    draft = yaml.safe_load(DEFAULT_PARAMS_FILE.read_text(encoding="utf-8"))
+    draft["measures"]["4.1"]["rate"]["value"] = "0.04"
+    path = tmp_path / "draft.yaml"
+    path.write_text(yaml.safe_dump(draft, allow_unicode=True), encoding="utf-8")
+    with runtime.session_factory() as session:
+        priced = ledger.compute(session, 2025, params=load_parameters(path))
+    (change,) = [d for d in priced["diff"] if d["measure"] == "4.1"]
+    # 4% of 6,300,000 is 252,000: below the ceiling now.
+    assert change == {
+        "measure": "4.1",
+        "party_id": people["orgs"]["ent_a"],
+        "frozen_yuan": "300000.00",
+        "now_yuan": "252000.00",
+        "change_yuan": "-48000.00",
+    }
+    # A fact changes on the platform (the buyer's R&D activity is not established after all): 4.1 drops out.
+    org = people["orgs"]["ent_a"]
+    assert (
+        client.patch(f"/api/v1/organisations/{org}", json={"has_rd_activity": False}, headers=STAFF).status_code == 200
+    )
+    try:
+        after = client.get("/api/v1/subsidies/ledger", params={"year": 2025}, headers=STAFF).json()
+        assert {
+            "measure": "4.1",
+            "party_id": org,
+            "frozen_yuan": "300000.00",
+            "now_yuan": "0.00",
+            "change_yuan": "-300000.00",
+        } in after["diff"]
+        assert any(j["measure"] == "4.1" and j["party_id"] == org for j in after["rejections"])
+    finally:
+        client.patch(f"/api/v1/organisations/{org}", json={"has_rd_activity": True}, headers=STAFF)
+    versions = client.get("/api/v1/subsidies/ledger/versions", params={"year": 2025}, headers=STAFF).json()
+    assert [v["version"] for v in versions] == [1] and versions[0]["note"] == "2025 年度公示稿"
+
+
+def test_the_public_notice_workbook(client: TestClient, deals: dict[str, Any]) -> None:
+    data = client.get("/api/v1/subsidies/ledger", params={"year": 2025}, headers=STAFF).json()
+    r = client.get("/api/v1/subsidies/ledger.xlsx", params={"year": 2025}, headers=STAFF)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/vnd.openxml")
+    book = load_workbook(io.BytesIO(r.content))
+    rows = list(book["公示"].iter_rows(min_row=3, values_only=True))
+    assert len(rows) == len(data["items"]) + 1
+    assert rows[-1][1] == "合计" and Decimal(str(rows[-1][5])) == Decimal(data["total_yuan"])
+    assert {r[2] for r in rows[:-1]} == {i["measure"] for i in data["items"]}
+    assert book["计算过程"].max_row > len(data["items"])
+    # Staff only.
+    assert client.get("/api/v1/subsidies/ledger", params={"year": 2025}).status_code in (401, 403)
