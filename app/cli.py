@@ -26,6 +26,8 @@ encoder_cli = typer.Typer(help="The text encoder: adapt it to the catalogue.", n
 cli.add_typer(encoder_cli, name="encoder")
 push_cli = typer.Typer(help="Targeted push: batches of leads and their deliveries.", no_args_is_help=True)
 cli.add_typer(push_cli, name="push")
+deals_cli = typer.Typer(help="Deals: reconciliation with the registration office, alerts.", no_args_is_help=True)
+cli.add_typer(deals_cli, name="deals")
 grades_cli = typer.Typer(help="Graded need → achievement pairs (what ranking learns from).", no_args_is_help=True)
 cli.add_typer(grades_cli, name="grades")
 
@@ -509,6 +511,40 @@ def push_deliver() -> None:
     )
     typer.echo(f"deliveries: {len(sent.sent)} sent, {len(sent.retrying)} to retry, {len(sent.failed)} failed")
     engine.dispose()
+
+
+@deals_cli.command("reconcile")
+def deals_reconcile(
+    file: Annotated[Path, typer.Argument(help="the registration office's list (XLSX or CSV)", dir_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """List every difference between the registration office's contracts and the platform's deals."""
+    from core.errors import DomainError
+    from workflow.deals.reconcile import read_registry, reconcile
+
+    try:
+        rows, errors = read_registry(file)
+    except DomainError as exc:
+        _fail(exc.detail)
+    with _db_session() as session:
+        report = reconcile(session, rows, errors).as_dict()
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"{report['rows']} rows, {report['matched']} matched to a deal")
+    for m in report["mismatches"]:
+        where = f"{m['registration_no']} deal {m['deal_id']} {m['field']}"
+        typer.echo(f"  differs  {where}: platform {m['platform']!r}, registry {m['registry']!r}")
+    for r in report["registered_without_deal"]:
+        typer.echo(
+            f"  no deal  {r['registration_no']} (row {r['row']}): {r['buyer']} ← {r['seller']} ¥{r['amount_yuan']}"
+        )
+    for r in report["missing_from_registry"]:
+        typer.echo(f"  unlisted {r['registration_no']} deal {r['deal_id']} registered {r['registered_on']}")
+    for e in report["errors"]:
+        typer.echo(f"  row {e['row']}: {e['field'] or '(row)'}: {e['reason']}", err=True)
+    if report["errors"]:
+        raise typer.Exit(1)
 
 
 def _db_session():  # type: ignore[no-untyped-def]

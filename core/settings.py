@@ -64,6 +64,8 @@ class Settings(BaseSettings):
 
     # Targeted push: at most this many new leads per subscription per batch.
     push_max_leads: int = Field(default=5, ge=1, le=100)
+    # Deals without a transition for this many days are listed as stale (GET /api/v1/deals/alerts).
+    deal_stale_days: int = Field(default=30, ge=1)
     # The server runs push batches on this cron schedule (minute hour day month weekday, or six fields with seconds
     # first, in scheduler_timezone; None: only by hand) and sends due deliveries every delivery_interval_s;
     # scheduler=False runs neither in this process.

@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from subsidy.schemas import ContractType, PartyKind
 
@@ -174,6 +183,25 @@ class FlagParam(Param):
 
     def plain(self) -> str:
         return "true" if self.value else "false"
+
+
+class DaysParam(Param):
+    """A deadline in days."""
+
+    unit: Literal["days"]
+    value: StrictInt = Field(ge=1, le=3650)
+
+    def display(self) -> str:
+        return f"{self.value} days"
+
+    def plain(self) -> str:
+        return str(self.value)
+
+
+class Deadlines(_Strict):
+    """Deadlines the platform watches in the deals it tracks (not money, but read beside the money rules)."""
+
+    contract_registration_days: DaysParam
 
 
 class KindsParam(Param):
@@ -393,11 +421,14 @@ class PolicyParameters(_Strict):
     status: Literal["draft", "final"]
     source: str = Field(min_length=1)
     effective: Window
+    deadlines: Deadlines
     measures: Measures
 
     @model_validator(mode="after")
     def _resolve_windows(self) -> PolicyParameters:
         # A parameter without its own window takes its measure's, else the policy's.
+        if self.deadlines.contract_registration_days.effective is None:
+            self.deadlines.contract_registration_days.effective = self.effective
         for _, measure in self.measures.money():
             default = measure.effective or self.effective
             for _, param in measure.parameters():

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, UploadFile
 from sqlalchemy.orm import Session
 
-from app.deps import IdPath, LeadRecipientDep, SessionDep
+from app.deps import IdPath, LeadRecipientDep, RuntimeDep, SessionDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
+from core.errors import InvalidInput
 from models.tables import Deal, DealState
+from subsidy.parameters import default_parameters
 from workflow.deals import service
+from workflow.deals.reconcile import read_registry, reconcile
 from workflow.deals.schemas import (
     ContractIn,
     ContractOut,
@@ -20,6 +28,7 @@ from workflow.deals.schemas import (
     TransitionIn,
 )
 
+MAX_UPLOAD = 20 * 2**20  # a registry list of a whole year is far smaller
 router = APIRouter(prefix="/api/v1/deals", tags=["deals"], responses=PROBLEM_RESPONSES)
 
 
@@ -54,6 +63,49 @@ def open_deal(body: DealCreate, session: SessionDep, actor: LeadRecipientDep) ->
 def list_deals(session: SessionDep, viewer: LeadRecipientDep, state: DealState | None = None) -> list[DealOut]:
     """Deals newest first: your organisation's (as buyer, seller or agency); staff: all."""
     return [_out(session, d) for d in service.list_deals(session=session, viewer=viewer, state=state)]
+
+
+@router.get("/alerts")
+def alerts(session: SessionDep, runtime: RuntimeDep, _: StaffDep) -> dict[str, Any]:
+    """Deals to nudge (staff): open deals without a transition for TECHMATCH_DEAL_STALE_DAYS, and contracts signed
+    longer ago than the registration deadline (a dated parameter beside the subsidy rules) and not registered."""
+    deadline = default_parameters().deadlines.contract_registration_days
+    today = dt.date.today()
+    found = service.alerts(
+        session=session,
+        today=today,
+        stale_days=runtime.settings.deal_stale_days,
+        registration_days=deadline.value,
+    )
+    return found | {
+        "today": today.isoformat(),
+        "stale_days": runtime.settings.deal_stale_days,
+        "registration_deadline": {
+            "days": deadline.value,
+            "clause": deadline.clause,
+            "note": deadline.note,
+            "effective_from": deadline.window.start.isoformat(),
+            "effective_to": deadline.window.end.isoformat(),
+        },
+    }
+
+
+@router.post("/reconciliation", responses=BODY_RESPONSES)
+async def reconciliation(session: SessionDep, _: StaffDep, file: UploadFile) -> dict[str, Any]:
+    """Reconcile the registration office's list of registered contracts (XLSX or CSV) with the platform's deals
+    (staff): every differing field, registered contracts with no deal, platform contracts the list lacks, and the
+    rows that could not be read (row, field, why)."""
+    suffix = Path(file.filename or "").suffix.lower()
+    if suffix not in (".xlsx", ".csv", ".tsv"):
+        raise InvalidInput(f"upload an .xlsx or .csv file, not {suffix or 'a file without an extension'}", field="file")
+    data = await file.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        raise InvalidInput(f"the file is larger than {MAX_UPLOAD // 2**20} MiB", field="file")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"registry{suffix}"
+        path.write_bytes(data)
+        rows, errors = read_registry(path)
+    return reconcile(session, rows, errors).as_dict()
 
 
 @router.get("/{deal_id}", response_model=DealOut)

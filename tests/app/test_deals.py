@@ -3,6 +3,7 @@ stored, 409 naming the allowed states, contract and payments over two years as d
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 from pathlib import Path
@@ -11,6 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app.runtime import Runtime
+from models.base import utcnow
+from models.tables import Deal
 from tests.app.conftest import STAFF
 
 pytestmark = pytest.mark.slow
@@ -189,3 +193,51 @@ def test_contract_and_payment_input_is_checked_field_by_field(
     assert r.status_code == 422 and "already paid" in r.text
     r = client.post("/api/v1/deals", json={**body, "agency_id": people["orgs"]["ent_b"]}, headers=STAFF)
     assert r.status_code in (409, 422)
+
+
+def test_alerts_name_stale_deals_and_contracts_past_the_registration_deadline(
+    client: TestClient, runtime: Runtime, leads: dict[str, Any]
+) -> None:
+    lead = leads["items"][3]
+    body = {"need_id": lead["need_id"], "achievement_id": lead["achievement_id"]}
+    did = client.post("/api/v1/deals", json=body, headers=STAFF).json()["id"]
+    assert client.post(f"/api/v1/deals/{did}/transitions", json={"to": "contacted"}, headers=STAFF).status_code == 200
+    assert client.post(f"/api/v1/deals/{did}/transitions", json={"to": "negotiating"}, headers=STAFF).status_code == 200
+    signed = dt.date.today() - dt.timedelta(days=61)
+    contract = {"type": "development", "amount_yuan": "50000.00", "signed_on": signed.isoformat()}
+    assert client.put(f"/api/v1/deals/{did}/contract", json=contract, headers=STAFF).status_code == 200
+    assert client.post(f"/api/v1/deals/{did}/transitions", json={"to": "contracted"}, headers=STAFF).status_code == 200
+    r = client.get("/api/v1/deals/alerts", headers=STAFF)
+    assert r.status_code == 200, r.text
+    assert r.json()["registration_deadline"]["days"] == 60
+    late = {a["deal_id"]: a for a in r.json()["unregistered"]}
+    assert late[did]["days_since_signing"] == 61
+    assert did not in {a["deal_id"] for a in r.json()["stale"]}  # it moved today
+    # Forty days without a transition: stale (the default is 30).
+    with runtime.write_session_factory() as session:
+        session.get_one(Deal, did).state_changed_at = utcnow() - dt.timedelta(days=40)
+        session.commit()
+    stale = {a["deal_id"]: a for a in client.get("/api/v1/deals/alerts", headers=STAFF).json()["stale"]}
+    assert stale[did]["days"] == 40 and stale[did]["state"] == "contracted"
+    # Registered: no longer flagged.
+    registered = contract | {"registration_no": "2099000000000001", "registered_on": dt.date.today().isoformat()}
+    assert client.put(f"/api/v1/deals/{did}/contract", json=registered, headers=STAFF).status_code == 200
+    assert did not in {a["deal_id"] for a in client.get("/api/v1/deals/alerts", headers=STAFF).json()["unregistered"]}
+
+
+def test_reconciliation_takes_the_registry_file_over_http(client: TestClient) -> None:
+    sample = Path(__file__).resolve().parents[2] / "workflow" / "deals" / "samples" / "contract_registry_2025.csv"
+    with sample.open("rb") as handle:
+        r = client.post(
+            "/api/v1/deals/reconciliation", files={"file": (sample.name, handle, "text/csv")}, headers=STAFF
+        )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    # The walked deal carries the list's first registration number (its parties' names differ); the rest lack a deal.
+    assert report["rows"] == 7 and report["matched"] == 1 and len(report["registered_without_deal"]) == 5
+    assert {m["field"] for m in report["mismatches"]} >= {"buyer", "seller", "agency"}
+    assert report["errors"][0]["row"] == 8 and report["errors"][0]["field"] == "amount_yuan"
+    bad = client.post(
+        "/api/v1/deals/reconciliation", files={"file": ("list.pdf", b"%PDF-1.4", "application/pdf")}, headers=STAFF
+    )
+    assert bad.status_code == 422 and "file" in bad.text

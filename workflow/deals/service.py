@@ -9,7 +9,9 @@ needs the contract, registered its registration number and date, paid a payment.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session
 from accounts import audit
 from accounts.policy import Principal
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
-from models.base import utcnow
+from models.base import as_utc, utcnow
 from models.tables import (
     Achievement,
     Contract,
@@ -289,3 +291,42 @@ def add_payment(*, session: Session, deal_id: int, data: PaymentIn, actor: Princ
         after=audit.snapshot(payment),
     )
     return payment
+
+
+def alerts(
+    *, session: Session, today: date, stale_days: int, registration_days: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Deals that need a nudge: no transition for `stale_days` (open deals short of landing), and contracts signed
+    more than `registration_days` ago and still not registered (登记备案)."""
+    cutoff = datetime.combine(today - timedelta(days=stale_days), time(0), tzinfo=UTC)
+    stale = [
+        {
+            "deal_id": d.id,
+            "state": str(d.state),
+            "since": as_utc(d.state_changed_at).date().isoformat(),
+            "days": (today - as_utc(d.state_changed_at).date()).days,
+            "buyer_id": d.buyer_id,
+            "seller_id": d.seller_id,
+        }
+        for d in session.scalars(
+            select(Deal)
+            .where(Deal.state.not_in(ENDED | {DealState.landed}), Deal.state_changed_at < cutoff)
+            .order_by(Deal.state_changed_at)
+        )
+    ]
+    late = today - timedelta(days=registration_days)
+    unregistered = [
+        {
+            "deal_id": deal.id,
+            "signed_on": contract.signed_on.isoformat(),
+            "deadline": (contract.signed_on + timedelta(days=registration_days)).isoformat(),
+            "days_since_signing": (today - contract.signed_on).days,
+        }
+        for contract, deal in session.execute(
+            select(Contract, Deal)
+            .join(Deal, Deal.id == Contract.deal_id)
+            .where(Contract.registered_on.is_(None), Contract.signed_on < late, Deal.state.not_in(ENDED))
+            .order_by(Contract.signed_on)
+        ).tuples()
+    ]
+    return {"stale": stale, "unregistered": unregistered}
