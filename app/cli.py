@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -621,9 +621,23 @@ def users_org(
         _fail(f"{exc.field + ': ' if exc.field else ''}{exc.detail}")
 
 
+def _recorded(year: int) -> tuple[Any, dict[str, str | None]]:
+    """A year of the platform's recorded deals as the engine's request, and each party's district."""
+    from workflow.ledger.service import build_inputs, party_key
+
+    with _db_session() as session:
+        inputs = build_inputs(session, year)
+        regions = {party_key(org.id): org.region for org in inputs.organisations.values()}
+    for skipped in inputs.skipped:
+        typer.echo(f"deal {skipped['deal_id']} left out: {skipped['reason']}", err=True)
+    return inputs.request, regions
+
+
 def _mount_subsidy() -> None:
+    from subsidy import cli as subsidy_cli
     from subsidy.cli import subsidy_app
 
+    subsidy_cli.recorded_loader = _recorded
     cli.add_typer(subsidy_app, name="subsidy", help="Subsidy rules: evaluate cases, simulate parameter changes.")
 
 

@@ -15,8 +15,11 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
+from typer.testing import CliRunner
 
+from app import cli as app_cli
 from app.runtime import Runtime
+from subsidy import cli as subsidy_cli
 from subsidy.parameters import DEFAULT_PARAMS_FILE, load_parameters
 from tests.app.conftest import STAFF
 from workflow.ledger import service as ledger
@@ -254,3 +257,39 @@ def test_the_public_notice_workbook(client: TestClient, deals: dict[str, Any]) -
     assert book["计算过程"].max_row > len(data["items"])
     # Staff only.
     assert client.get("/api/v1/subsidies/ledger", params={"year": 2025}).status_code in (401, 403)
+
+
+def test_the_simulator_prices_a_draft_on_the_recorded_deals_by_district(
+    client: TestClient, runtime: Runtime, people: dict[str, dict], deals: dict[str, Any], tmp_path: Path
+) -> None:
+    orgs = people["orgs"]
+    for org, region in ((orgs["ent_a"], "环翠区"), (orgs["uni"], "高区"), (orgs["agency"], "环翠区")):
+        assert client.patch(f"/api/v1/organisations/{org}", json={"region": region}, headers=STAFF).status_code == 200
+    draft = yaml.safe_load(DEFAULT_PARAMS_FILE.read_text(encoding="utf-8"))
+    draft["version"] = "draft-4pct"
+    draft["measures"]["4.1"]["rate"]["value"] = "0.04"
+    alt = tmp_path / "alt.yaml"
+    alt.write_text(yaml.safe_dump(draft, allow_unicode=True), encoding="utf-8")
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(yaml.safe_dump({"regions": {"环翠区": "250000"}}, allow_unicode=True), encoding="utf-8")
+    subsidy_cli.recorded_loader = app_cli._recorded
+    result = CliRunner().invoke(
+        subsidy_cli.subsidy_app,
+        ["simulate", "--params", str(alt), "--recorded", "2025", "--budgets", str(budgets), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    line = next(line for line in report["by_measure"] if line["key"] == "4.1")
+    assert (line["current_yuan"], line["alternative_yuan"]) == ("300000.00", "252000.00")
+    ledger_now = client.get("/api/v1/subsidies/ledger", params={"year": 2025}, headers=STAFF).json()
+    assert report["total"]["current_yuan"] == ledger_now["total_yuan"]
+    districts = {line["key"]: line for line in report["by_region"]}
+    buyer = next(i for i in ledger_now["items"] if i["measure"] == "4.1")
+    agency_items = [i for i in ledger_now["items"] if i["party_id"] == orgs["agency"]]
+    expected_now = Decimal(buyer["amount_yuan"]) + sum(Decimal(i["amount_yuan"]) for i in agency_items)
+    assert Decimal(districts["环翠区"]["current_yuan"]) == expected_now
+    assert districts["环翠区"]["budget_yuan"] == "250000.00"
+    assert Decimal(districts["环翠区"]["over_budget_yuan"]) == max(
+        Decimal(districts["环翠区"]["alternative_yuan"]) - Decimal("250000"), Decimal(0)
+    )
+    assert "高区" in districts

@@ -117,3 +117,40 @@ def test_simulate_json(tmp_path: Path) -> None:
     assert (line["current_yuan"], line["alternative_yuan"], line["difference_yuan"]) == ("50.00", "80.00", "30.00")
     assert report["total"]["difference_yuan"] == "30.00"
     assert {line["key"] for line in report["by_party"]} == {"E1", "U1", "A1"}
+
+
+def test_simulate_reads_the_shipped_test_cases_as_cases(tmp_path: Path) -> None:
+    # The README's example: the test cases carry their request under `request`.
+    cases = sorted(CASES.glob("*.yaml"))
+    result = runner.invoke(subsidy_app, ["simulate", "--params", str(_alternative(tmp_path)), *map(str, cases)])
+    assert result.exit_code == 0, result.output
+    assert f"{len(cases)} case(s)" in result.stdout
+
+
+def test_simulate_against_budgets(tmp_path: Path) -> None:
+    budgets = write_yaml(
+        tmp_path / "budgets.yaml", {"measures": {"4.1": "60"}, "parties": {"E1": "100"}, "total": "1000"}
+    )
+    result = runner.invoke(
+        subsidy_app,
+        [
+            "simulate",
+            "--params",
+            str(_alternative(tmp_path)),
+            "--budgets",
+            str(budgets),
+            "--json",
+            str(_case(tmp_path)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    line = next(line for line in report["by_measure"] if line["key"] == "4.1")
+    assert (line["budget_yuan"], line["over_budget_yuan"]) == ("60.00", "20.00")  # 8% of 1,000 = 80 against 60
+    party = next(line for line in report["by_party"] if line["key"] == "E1")
+    assert party["over_budget_yuan"] == "0.00"
+    bad = write_yaml(tmp_path / "bad.yaml", {"measures": {"4.1": 60.5}})
+    result = runner.invoke(
+        subsidy_app, ["simulate", "--params", str(_alternative(tmp_path)), "--budgets", str(bad), str(_case(tmp_path))]
+    )
+    assert result.exit_code != 0 and "measures.4.1" in result.output
