@@ -11,7 +11,20 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import errors
-from app.routers import accounts, achievements, audit, deals, health, match, needs, pages, push, review, subsidies
+from app.routers import (
+    accounts,
+    achievements,
+    audit,
+    deals,
+    health,
+    match,
+    needs,
+    pages,
+    push,
+    review,
+    subsidies,
+    workpages,
+)
 from app.runtime import Runtime, build_runtime
 from core.settings import Settings, get_settings
 from workflow.schedule import Scheduler
@@ -61,6 +74,7 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         push.router,
         deals.router,
         pages.router,
+        workpages.router,
     ):
         app.include_router(router)
     pages.install(app)  # pages answer errors as pages (the API keeps problem+json)

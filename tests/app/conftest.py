@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -102,3 +109,65 @@ def sign_in_page(client: TestClient, username: str) -> tuple[TestClient, str]:
     r = browser.post("/login", data={"username": username, "password": PASSWORD, "csrf": login})
     assert r.status_code == 303, r.text
     return browser, csrf_of(browser.get("/").text)
+
+
+# --- a real server and a real browser (tests/app/test_pages*.py) -------------------------------------------------
+
+CHROMIUM = os.environ.get("TECHMATCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+# Screenshots for the README when asked: TECHMATCH_SCREENSHOTS=docs/screenshots pytest tests/app/test_pages.py
+SHOTS = os.environ.get("TECHMATCH_SCREENSHOTS")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live(runtime: Runtime, client: TestClient) -> Iterator[str]:
+    """The app served by a real uvicorn on a free loopback port (in a thread of this process)."""
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: scripts/test installs Debian's chromium as root")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium; scripts/test does it as root)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def sign_in_browser(browser: Any, live: str, username: str) -> Any:
+    page = browser.new_page(locale="zh-CN", viewport={"width": 1200, "height": 900})
+    page.goto(f"{live}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_navigation():  # the post, its redirect and the page it lands on
+        page.click("main button[type=submit]")
+    assert "/login" not in page.url, page.inner_text("main")
+    return page
+
+
+def shot(page: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)

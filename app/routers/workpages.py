@@ -1,0 +1,246 @@
+"""The pages of the platform's workflow after matching (Chinese UI): the leads inbox with one-click coded responses,
+the deal board by state with each deal's history, contract and payments, and the subsidy ledger of a year with its
+traces. Like app/routers/pages.py they hold no rules: each calls the same services as the API, as the signed-in user."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from accounts.policy import LEAD_RECIPIENTS, STAFF
+from app.deps import RuntimeDep, SessionDep
+from app.routers.pages import _errors, _posted, _render, _row_id
+from app.web import PageSession, page_allow
+from core.errors import InvalidInput, NotFound
+from models.tables import Achievement, DealState, Lead, LeadResponse, LeadStatus, Need, Organisation
+from workflow.deals import service as deals
+from workflow.deals.schemas import DealCreate
+from workflow.ledger import service as ledger
+from workflow.push import service as push
+from workflow.push.schemas import RESPONSES
+
+router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+
+RecipientPage = Annotated[PageSession, page_allow(LEAD_RECIPIENTS, "organisations' users and staff")]
+StaffPage = Annotated[PageSession, page_allow(STAFF, "staff")]
+
+STATE_NAMES = {
+    DealState.matched: "已匹配",
+    DealState.contacted: "已对接",
+    DealState.negotiating: "洽谈中",
+    DealState.contracted: "已签约",
+    DealState.registered: "已登记",
+    DealState.paid: "已支付",
+    DealState.landed: "已落地",
+    DealState.lost: "未成交",
+    DealState.closed: "已关闭",
+}
+CONTRACT_NAMES = {"development": "技术开发", "transfer": "技术转让", "consulting": "技术咨询", "service": "技术服务"}
+BOARD = [s for s in DealState]
+
+
+# --- the inbox ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/inbox")
+def inbox_page(
+    request: Request,
+    session: SessionDep,
+    page: RecipientPage,
+    organisation_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    status: LeadStatus | None = None,
+) -> Response:
+    """My organisation's pushed leads, newest first, each with its reasons and one-click responses."""
+    me = page.principal
+    chosen = organisation_id if organisation_id is not None else me.organisation_id
+    rows = push.inbox(session=session, viewer=me, organisation_id=chosen, status=status) if chosen else []
+    open_deals = {d.lead_id: d.id for d in deals.list_deals(session=session, viewer=me) if d.lead_id is not None}
+    organisations = session.scalars(select(Organisation).order_by(Organisation.name)).all() if me.is_staff else []
+    return _render(
+        request,
+        page,
+        "inbox.html",
+        rows=rows,
+        responses=RESPONSES,
+        open_deals=open_deals,
+        chosen=chosen,
+        organisations=organisations,
+        shown=status,
+    )
+
+
+@router.post("/inbox/{lead_id}/respond")
+async def respond_page(lead_id: int, request: Request, runtime: RuntimeDep, page: RecipientPage) -> Response:
+    """One click: the coded response to a lead (stored as a graded pair, source push)."""
+    form = await _posted(request, page)
+    try:
+        response = LeadResponse(form.get("response", ""))
+    except ValueError:
+        raise InvalidInput("choose one of the responses", field="response") from None
+    return await run_in_threadpool(_respond_sync, lead_id, runtime, page, response, form.get("back", ""))
+
+
+def _respond_sync(lead_id: int, runtime: Any, page: PageSession, response: LeadResponse, back: str) -> Response:
+    with runtime.write_session_factory() as session:
+        lead = push.respond(session=session, lead_id=_row_id(lead_id), response=response, actor=page.principal)
+        session.commit()
+        organisation_id = lead.organisation_id
+    target = f"/inbox?organisation_id={organisation_id}" if page.principal.is_staff else "/inbox"
+    return RedirectResponse(f"{target}#lead-{lead_id}", status_code=303)
+
+
+@router.post("/inbox/{lead_id}/deal")
+async def open_deal_page(lead_id: int, request: Request, runtime: RuntimeDep, page: RecipientPage) -> Response:
+    """Open a deal from a lead answered with interest; lands on the deal."""
+    form = await _posted(request, page)
+    return await run_in_threadpool(_open_deal_sync, lead_id, runtime, page, form)
+
+
+def _open_deal_sync(lead_id: int, runtime: Any, page: PageSession, form: dict[str, str]) -> Response:
+    with runtime.write_session_factory() as session:
+        lead = session.get(Lead, _row_id(lead_id))
+        if lead is None or not (page.principal.is_staff or page.principal.owns(lead.organisation_id)):
+            raise NotFound(f"lead {lead_id} not found")
+        if lead.need_id is None or lead.achievement_id is None:
+            raise InvalidInput("this lead names no need-and-achievement pair to open a deal on", field="lead_id")
+        try:
+            data = DealCreate(
+                need_id=lead.need_id, achievement_id=lead.achievement_id, lead_id=lead.id, note=form.get("note", "")
+            )
+        except ValidationError as exc:
+            raise InvalidInput("; ".join(f"{k}: {v}" for k, v in _errors(exc).items())) from None
+        deal = deals.open_deal(session=session, data=data, actor=page.principal)
+        session.commit()
+        deal_id = deal.id
+    return RedirectResponse(f"/deals/{deal_id}", status_code=303)
+
+
+# --- deals --------------------------------------------------------------------------------------------------------
+
+
+def _titles(session: Any, need_ids: set[int], achievement_ids: set[int]) -> dict[tuple[str, int], str]:
+    out: dict[tuple[str, int], str] = {}
+    if need_ids:
+        out |= {("need", i): t for i, t in session.execute(select(Need.id, Need.title).where(Need.id.in_(need_ids)))}
+    if achievement_ids:
+        stmt = select(Achievement.id, Achievement.title).where(Achievement.id.in_(achievement_ids))
+        out |= {("achievement", i): t for i, t in session.execute(stmt)}
+    return out
+
+
+def _names(session: Any) -> dict[int, str]:
+    return dict(session.execute(select(Organisation.id, Organisation.name)).tuples().all())
+
+
+@router.get("/deals")
+def deal_board(request: Request, session: SessionDep, page: RecipientPage) -> Response:
+    """My organisation's deals (staff: all) as a board, one column per state."""
+    rows = deals.list_deals(session=session, viewer=page.principal)
+    titles = _titles(session, {d.need_id for d in rows}, {d.achievement_id for d in rows})
+    columns = {state: [d for d in rows if d.state == state] for state in BOARD}
+    return _render(
+        request,
+        page,
+        "deals.html",
+        columns=columns,
+        titles=titles,
+        names=_names(session),
+        state_names=STATE_NAMES,
+        today=dt.date.today(),
+    )
+
+
+@router.get("/deals/{deal_id}")
+def deal_page(deal_id: int, request: Request, session: SessionDep, page: RecipientPage) -> Response:
+    """One deal: its parties, the states it may move to, its contract and payments, its full history."""
+    deal = deals.get_deal(session=session, deal_id=_row_id(deal_id), viewer=page.principal)
+    titles = _titles(session, {deal.need_id}, {deal.achievement_id})
+    return _render(
+        request,
+        page,
+        "deal.html",
+        deal=deal,
+        allowed=deals.allowed(deal.state),
+        contract=deals.contract_of(session=session, deal_id=deal.id),
+        payments=deals.payments(session=session, deal_id=deal.id),
+        paid=deals.paid_total(session=session, deal_id=deal.id),
+        history=deals.history(session=session, deal_id=deal.id),
+        titles=titles,
+        names=_names(session),
+        state_names=STATE_NAMES,
+        contract_names=CONTRACT_NAMES,
+    )
+
+
+@router.post("/deals/{deal_id}/transitions")
+async def transition_page(deal_id: int, request: Request, runtime: RuntimeDep, page: RecipientPage) -> Response:
+    """Move the deal (a button per allowed state, with an optional note)."""
+    form = await _posted(request, page)
+    try:
+        to = DealState(form.get("to", ""))
+    except ValueError:
+        raise InvalidInput("choose the state to move to", field="to") from None
+    note = (form.get("note") or "").strip()[:2000]
+    return await run_in_threadpool(_transition_sync, deal_id, runtime, page, to, note)
+
+
+def _transition_sync(deal_id: int, runtime: Any, page: PageSession, to: DealState, note: str) -> Response:
+    with runtime.write_session_factory() as session:
+        deals.transition(session=session, deal_id=_row_id(deal_id), to=to, note=note, actor=page.principal)
+        session.commit()
+    return RedirectResponse(f"/deals/{deal_id}", status_code=303)
+
+
+# --- the ledger ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/ledger")
+def ledger_page(
+    request: Request,
+    session: SessionDep,
+    page: StaffPage,
+    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+) -> Response:
+    """The year's subsidy ledger: each item with its trace and the deals behind it; the total; the difference
+    against the frozen version; the workbook for the public notice."""
+    year = year or dt.date.today().year
+    data = ledger.compute(session, year)
+    chart = _measure_chart(data["by_measure"])
+    return _render(request, page, "ledger.html", data=data, year=year, chart=chart, state_names=STATE_NAMES)
+
+
+@router.post("/ledger/freeze")
+async def freeze_page(request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
+    """Approve the year's ledger as it stands (a new frozen version)."""
+    form = await _posted(request, page)
+    try:
+        year = int(form.get("year", ""))
+    except ValueError:
+        raise InvalidInput("the year is a number", field="year") from None
+    if not 2000 <= year <= 2100:
+        raise InvalidInput("the year is between 2000 and 2100", field="year")
+    note = (form.get("note") or "").strip()[:2000]
+    return await run_in_threadpool(_freeze_sync, runtime, page, year, note)
+
+
+def _freeze_sync(runtime: Any, page: PageSession, year: int, note: str) -> Response:
+    with runtime.write_session_factory() as session:
+        ledger.freeze(session=session, year=year, actor=page.principal, note=note)
+        session.commit()
+    return RedirectResponse(f"/ledger?year={year}", status_code=303)
+
+
+def _measure_chart(by_measure: dict[str, str]) -> list[dict[str, Any]]:
+    """Horizontal bars: each measure's share of the year's total."""
+    values = {k: float(v) for k, v in by_measure.items() if float(v) > 0}
+    top = max(values.values(), default=0.0)
+    return [
+        {"measure": k, "amount": by_measure[k], "width": round(360 * v / top, 1) if top else 0}
+        for k, v in sorted(values.items(), key=lambda kv: -kv[1])
+    ]
