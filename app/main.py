@@ -21,6 +21,7 @@ from app.routers import (
     needs,
     pages,
     push,
+    reports,
     review,
     subsidies,
     workpages,
@@ -73,6 +74,7 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         review.router,
         push.router,
         deals.router,
+        reports.router,
         pages.router,
         workpages.router,
     ):

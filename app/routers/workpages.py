@@ -18,12 +18,13 @@ from app.deps import RuntimeDep, SessionDep
 from app.routers.pages import _errors, _posted, _render, _row_id
 from app.web import PageSession, page_allow
 from core.errors import InvalidInput, NotFound
-from models.tables import Achievement, DealState, Lead, LeadResponse, LeadStatus, Need, Organisation
+from models.tables import Achievement, DealState, Lead, LeadResponse, LeadStatus, Need, Organisation, OrgKind
 from workflow.deals import service as deals
 from workflow.deals.schemas import DealCreate
 from workflow.ledger import service as ledger
 from workflow.push import service as push
 from workflow.push.schemas import RESPONSES
+from workflow.reports import service as reports
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -243,4 +244,69 @@ def _measure_chart(by_measure: dict[str, str]) -> list[dict[str, Any]]:
     return [
         {"measure": k, "amount": by_measure[k], "width": round(360 * v / top, 1) if top else 0}
         for k, v in sorted(values.items(), key=lambda kv: -kv[1])
+    ]
+
+
+# --- reports ------------------------------------------------------------------------------------------------------
+
+KIND_NAMES = {
+    OrgKind.enterprise: "企业",
+    OrgKind.university: "高校",
+    OrgKind.research_institute: "科研院所",
+    OrgKind.new_rd_institution: "新型研发机构",
+    OrgKind.agency: "技术转移机构",
+}
+
+
+@router.get("/reports")
+def reports_page(
+    request: Request,
+    session: SessionDep,
+    page: RecipientPage,
+    year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
+    kind: OrgKind | None = None,
+) -> Response:
+    """The year per organisation (staff: every one, or one kind such as agencies; others: their own), with charts."""
+    year = year or dt.date.today().year
+    me = page.principal
+    if me.is_staff:
+        rows = reports.yearly(session, year, kind=kind)
+    elif me.organisation_id is not None:
+        rows = reports.yearly(session, year, organisation_id=me.organisation_id)
+    else:
+        rows = []
+    return _render(
+        request,
+        page,
+        "reports.html",
+        rows=rows,
+        year=year,
+        kind=kind,
+        kinds=KIND_NAMES,
+        chart=_org_chart(rows),
+        responses=RESPONSES,
+        state_names=STATE_NAMES,
+    )
+
+
+def _org_chart(rows: list[dict[str, Any]], top: int = 12) -> list[dict[str, Any]]:
+    """Grouped horizontal bars per organisation: contract amount, paid, subsidy (the busiest first)."""
+    ranked = sorted(rows, key=lambda r: (-float(r["contract_amount_yuan"]), -r["leads_received"]))[:top]
+    ranked = [r for r in ranked if float(r["contract_amount_yuan"]) or float(r["paid_yuan"]) or r["leads_received"]]
+    peak = max((float(r[k]) for r in ranked for k in ("contract_amount_yuan", "paid_yuan", "subsidy_yuan")), default=0)
+    scale = 320 / peak if peak else 0
+    return [
+        {
+            "name": r["name"],
+            "bars": [
+                {"label": label, "colour": colour, "value": r[key], "width": round(float(r[key]) * scale, 1)}
+                for key, label, colour in (
+                    ("contract_amount_yuan", "合同金额", "#2e86c1"),
+                    ("paid_yuan", "支付金额", "#28b463"),
+                    ("subsidy_yuan", "补助", "#b03a2e"),
+                )
+            ],
+            "leads": r["leads_received"],
+        }
+        for r in ranked
     ]

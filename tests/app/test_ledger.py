@@ -4,6 +4,7 @@ deals; every item leads back to its deals, payments, leads and matches; frozen v
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import json
@@ -293,3 +294,52 @@ def test_the_simulator_prices_a_draft_on_the_recorded_deals_by_district(
         Decimal(districts["环翠区"]["alternative_yuan"]) - Decimal("250000"), Decimal(0)
     )
     assert "高区" in districts
+
+
+def test_the_yearly_report_counts_the_platforms_own_records(
+    client: TestClient, people: dict[str, dict], deals: dict[str, Any]
+) -> None:
+    orgs = people["orgs"]
+
+    def report(year: int, **params: Any) -> dict[int, dict[str, Any]]:
+        r = client.get("/api/v1/reports", params={"year": year, **params}, headers=STAFF)
+        assert r.status_code == 200, r.text
+        return {row["organisation_id"]: row for row in r.json()["rows"]}
+
+    # Leads and deals count in the year they happened: this one (the fixture pushed and opened them today).
+    now = report(dt.date.today().year)
+    uni, buyer, agency = now[orgs["uni"]], now[orgs["ent_a"]], now[orgs["agency"]]
+    assert uni["leads_received"] >= 2 and uni["responses"]["interested"] == 2
+    assert uni["responses"]["unanswered"] == uni["leads_received"] - 2
+    # The university subscribed to needs: the buyer's needs were what was pushed, twice answered with interest.
+    assert buyer["listings_pushed"] == uni["leads_received"] and buyer["listings_pushed_interest"] == 2
+    assert (buyer["deals_opened"], buyer["deals_as"]["buyer"], uni["deals_as"]["seller"]) == (2, 2, 2)
+    assert agency["deals_as"]["agency"] == 1
+    assert (buyer["deals_by_state"]["landed"], buyer["deals_by_state"]["paid"]) == (1, 1)
+    # Contracts and payments count by their own dates: 2025 has both contracts and 300,000 + 6,000,000 paid.
+    rows = report(2025)
+    buyer, agency = rows[orgs["ent_a"]], rows[orgs["agency"]]
+    assert (buyer["contracts_signed"], buyer["contract_amount_yuan"]) == (2, "9800000.00")
+    assert (buyer["payments"], buyer["paid_yuan"]) == (2, "6300000.00")
+    assert (agency["contracts_signed"], agency["contract_amount_yuan"], agency["paid_yuan"]) == (
+        1,
+        "800000.00",
+        "300000.00",
+    )
+    assert report(2026)[orgs["ent_a"]]["paid_yuan"] == "500000.00"  # the first deal's second payment
+    # Subsidies are the ledger's.
+    ledger_items = client.get("/api/v1/subsidies/ledger", params={"year": 2025}, headers=STAFF).json()["items"]
+    for org_id, row in rows.items():
+        mine = [Decimal(i["amount_yuan"]) for i in ledger_items if i["party_id"] == org_id]
+        assert Decimal(row["subsidy_yuan"]) == sum(mine, Decimal(0))
+    assert buyer["subsidy_by_measure"]["4.1"] == "300000.00"
+    # Agencies only; an organisation's own users read their own row, not another's.
+    assert {row["kind"] for row in report(2025, kind="agency").values()} == {"agency"}
+    uni_headers = people["university"]["headers"]
+    own = client.get(f"/api/v1/reports/organisations/{orgs['uni']}", params={"year": 2025}, headers=uni_headers)
+    assert own.status_code == 200 and own.json() == rows[orgs["uni"]]
+    other = client.get(f"/api/v1/reports/organisations/{orgs['ent_a']}", params={"year": 2025}, headers=uni_headers)
+    assert other.status_code == 404
+    book = load_workbook(io.BytesIO(client.get("/api/v1/reports.xlsx", params={"year": 2025}, headers=STAFF).content))
+    sheet = book.active
+    assert sheet is not None and sheet.max_row == len(rows) + 1

@@ -154,3 +154,22 @@ def test_staff_read_the_ledger_with_its_traces_and_freeze_it(
         assert frozen.note == "2025 年度公示稿" and frozen.frozen_by == "user:staff-1"
     page.goto(f"{live}/deals")
     shot(page, "deals")
+
+
+def test_the_reports_page_shows_each_organisations_year(
+    browser: Any, live: str, client: TestClient, people: dict[str, dict], pushed: list[dict[str, Any]]
+) -> None:
+    # Runs after the ledger test: the 2025 contract and payment are recorded.
+    page = sign_in_browser(browser, live, "staff-1")
+    page.goto(f"{live}/reports?year=2025")
+    rows = page.locator("#report tbody tr[data-org]")
+    assert rows.count() == len(client.get("/api/v1/organisations", headers=STAFF).json())
+    buyer = page.locator(f"#report tr[data-org='{people['orgs']['ent_a']}']").inner_text()
+    assert "¥1,200,000.00" in buyer and "¥1,000,000.00" in buyer  # contract signed, amount paid in 2025
+    assert page.locator("#report-chart rect").count() >= 3
+    shot(page, "reports")
+    # An organisation's own user sees only its own row.
+    uni = sign_in_browser(browser, live, "uni-1")
+    uni.goto(f"{live}/reports?year=2025")
+    assert [uni.locator("#report tbody tr[data-org]").first.get_attribute("data-org")] == [str(people["orgs"]["uni"])]
+    assert uni.locator("#report tbody tr[data-org]").count() == 1
