@@ -35,6 +35,7 @@ from subsidy.schemas import (
     NonMonetary,
     NonStacking,
     Party,
+    Pending,
     PolicyRef,
     Rejection,
     Totals,
@@ -111,6 +112,7 @@ class _Run:
         self.parties: dict[str, Party] = {party.id: party for party in request.parties}
         self.items: list[Item] = []
         self.rejections: list[Rejection] = []
+        self.pending: list[Pending] = []
 
     # ------------------------------------------------------------ shared helpers
 
@@ -244,14 +246,25 @@ class _Run:
         )
         return _Capped(raw=raw, amount=amount, bound=bound, steps=steps)
 
-    def _assessed(self, assessed: Decimal | None, ceiling: Decimal) -> tuple[Decimal, TraceStep]:
-        """The amount proposed on merit (择优), or the ceiling as an upper bound when none is given."""
+    def _assessed(
+        self, assessed: Decimal | None, ceiling: Decimal, *, measure_id: str, party: str, source: str
+    ) -> tuple[Decimal, TraceStep] | None:
+        """The amount proposed on merit (择优); without one the source is pending, never money: "最高X万元" is an
+        upper limit, not an amount."""
         if assessed is None:
-            return ceiling, TraceStep(
-                step="basis",
-                text=f"no assessed amount given: the ceiling {money(ceiling)} is used as the upper bound",
-                values={"basis_yuan": plain(ceiling), "assessed": "false"},
+            clause = self._clause(measure_id)
+            self.pending.append(
+                Pending(
+                    measure=measure_id,
+                    clause=clause,
+                    party=party,
+                    source=source,
+                    ceiling_yuan=ceiling,
+                    reason=f"{clause} ({measure_id}): {source} meets every condition; the amount awaits the "
+                    f"evaluation's assessment (assessed_yuan), at most {money(ceiling)}",
+                )
             )
+            return None
         return assessed, TraceStep(
             step="basis",
             text=f"assessed amount {money(assessed)}",
@@ -656,7 +669,12 @@ class _Run:
             ]
             if self._failed("2", party.id, activity.id, checks):
                 continue
-            basis, step = self._assessed(activity.assessed_yuan, m.ceiling.value)
+            assessed = self._assessed(
+                activity.assessed_yuan, m.ceiling.value, measure_id="2", party=party.id, source=activity.id
+            )
+            if assessed is None:
+                continue
+            basis, step = assessed
             groups.setdefault(party.id, []).append(
                 self._capped_part(
                     activity.id,
@@ -717,7 +735,12 @@ class _Run:
             ]
             if self._failed(ev.measure, party.id, ev.id, checks):
                 continue
-            basis, step = self._assessed(ev.assessed_yuan, m.ceiling.value)
+            assessed = self._assessed(
+                ev.assessed_yuan, m.ceiling.value, measure_id=ev.measure, party=party.id, source=ev.id
+            )
+            if assessed is None:
+                continue
+            basis, step = assessed
             groups.setdefault(party.id, []).append(
                 self._capped_part(ev.id, basis, step, None, m.ceiling.value, ceiling_name, m.clause, eligibility)
             )
@@ -729,7 +752,8 @@ class _Run:
     def _choose_level(
         self, measure_id: str, rule: RuleParam, party: str, source: str, municipal: Decimal, provincial: Decimal
     ) -> NonStacking | None:
-        """Apply the non-stacking rule; None (and a rejection) when the provincial money is kept."""
+        """Apply the non-stacking rule; None (and a rejection) when the provincial money is kept and the city pays
+        nothing."""
         clause = self._clause(measure_id)
         if provincial > 0 and (rule.value == "provincial_first" or provincial >= municipal):
             why = (
@@ -746,7 +770,15 @@ class _Run:
                 "the provincial money is kept and no municipal subsidy is paid",
             )
             return None
-        if provincial > 0:
+        paid = municipal
+        if provincial > 0 and rule.value == "difference":
+            paid = municipal - provincial
+            reason = (
+                f"rule difference: the provincial {money(provincial)} already received counts towards the municipal "
+                f"{money(municipal)}; the city pays the difference {money(paid)}, so the unit ends with the higher "
+                f"of the two and never both (就高不重复, 不叠加享受, {clause})"
+            )
+        elif provincial > 0:
             reason = (
                 f"rule {rule.value}: municipal {money(municipal)} > provincial {money(provincial)}; the "
                 f"municipal subsidy is paid and the provincial {money(provincial)} must not also be taken "
@@ -757,7 +789,12 @@ class _Run:
                 f"no provincial money recorded for {self.year}: the municipal subsidy is paid (不叠加享受, {clause})"
             )
         return NonStacking(
-            rule=rule.value, chosen="municipal", municipal_yuan=municipal, provincial_yuan=provincial, reason=reason
+            rule=rule.value,
+            chosen="municipal",
+            municipal_yuan=municipal,
+            provincial_yuan=provincial,
+            paid_yuan=paid,
+            reason=reason,
         )
 
     def _agency_evaluation(
@@ -789,7 +826,10 @@ class _Run:
             return
         ceiling_param = m.ceiling_excellent if grade == "excellent" else m.ceiling_good
         ceiling_name = f"{'excellent (优秀)' if grade == 'excellent' else 'good (良好)'} ceiling"
-        basis, step = self._assessed(assessed, ceiling_param.value)
+        got = self._assessed(assessed, ceiling_param.value, measure_id="9.2", party=party.id, source=source)
+        if got is None:
+            return
+        basis, step = got
         part = self._capped_part(
             source,
             basis,
@@ -815,6 +855,7 @@ class _Run:
                     "chosen": choice.chosen,
                     "municipal_yuan": plain(amount),
                     "provincial_yuan": plain(choice.provincial_yuan),
+                    "paid_yuan": plain(choice.paid_yuan),
                 },
             ),
         ]
@@ -823,7 +864,7 @@ class _Run:
             m,
             party.id,
             [part],
-            amount,
+            choice.paid_yuan,
             basis,
             steps,
             ceiling_param.value,
@@ -891,7 +932,10 @@ class _Run:
             ]
             if self._failed(rec.measure, party.id, rec.id, checks):
                 continue
-            basis, step = self._assessed(rec.assessed_yuan, ceiling)
+            assessed = self._assessed(rec.assessed_yuan, ceiling, measure_id=rec.measure, party=party.id, source=rec.id)
+            if assessed is None:
+                continue
+            basis, step = assessed
             groups[rec.measure].setdefault(party.id, []).append(
                 self._capped_part(rec.id, basis, step, None, ceiling, ceiling_name, measure.clause, what)
             )
@@ -937,7 +981,12 @@ class _Run:
             ]
             if self._failed("8", party.id, landing.id, checks):
                 continue
-            basis, step = self._assessed(landing.assessed_yuan, m.ceiling.value)
+            assessed = self._assessed(
+                landing.assessed_yuan, m.ceiling.value, measure_id="8", party=party.id, source=landing.id
+            )
+            if assessed is None:
+                continue
+            basis, step = assessed
             event = f" ({landing.event})" if landing.event else ""
             groups.setdefault(party.id, []).append(
                 self._capped_part(
@@ -1071,6 +1120,7 @@ class _Run:
                         "chosen": choice.chosen,
                         "municipal_yuan": plain(capped.amount),
                         "provincial_yuan": plain(choice.provincial_yuan),
+                        "paid_yuan": plain(choice.paid_yuan),
                     },
                 ),
             ]
@@ -1079,7 +1129,7 @@ class _Run:
                 m,
                 party_id,
                 parts,
-                capped.amount,
+                choice.paid_yuan,
                 basis,
                 steps,
                 ceiling,
@@ -1255,6 +1305,7 @@ class _Run:
             ),
             items=items,
             rejections=rejections,
+            pending=sorted(self.pending, key=lambda p: (order[p.measure], p.party, p.source)),
             non_monetary=[
                 NonMonetary(measure=measure_id, clause=m.clause, title=m.title, note=m.note)
                 for measure_id, m in self.params.measures.non_monetary()

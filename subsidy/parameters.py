@@ -234,9 +234,12 @@ class RuleParam(Param):
     """How provincial and municipal money that must not stack (不叠加享受) is chosen between."""
 
     unit: Literal["rule"]
-    # higher: the higher of the two levels is kept (ties keep the provincial money);
+    # difference: the unit ends with the higher of the two (就高不重复): the city pays what it adds to the provincial
+    #   money already received, nothing when that is as much or more;
+    # higher: the higher of the two levels is kept (ties keep the provincial money), the city paying its full amount
+    #   on the understanding the provincial money is given up;
     # provincial_first: any provincial money excludes the municipal subsidy.
-    value: Literal["higher", "provincial_first"]
+    value: Literal["difference", "higher", "provincial_first"]
 
     def display(self) -> str:
         return self.value

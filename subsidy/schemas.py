@@ -311,6 +311,10 @@ class NonStacking(BaseModel):
     chosen: Literal["municipal", "provincial"]
     municipal_yuan: Money
     provincial_yuan: Money
+    paid_yuan: Money = Field(
+        description="What the city pays: the municipal amount, or under rule `difference` what it adds to the "
+        "provincial money already received (就高不重复)."
+    )
     reason: str
 
 
@@ -340,6 +344,18 @@ class Rejection(BaseModel):
     party: str
     source: str
     condition: str = Field(description="Stable code of the failed condition.")
+    reason: str
+
+
+class Pending(BaseModel):
+    """A source that meets every condition of an award measure but has no assessed amount yet: "最高X万元" is only
+    an upper limit, so nothing is paid until the evaluation sets the amount (assessed_yuan)."""
+
+    measure: str
+    clause: str
+    party: str
+    source: str
+    ceiling_yuan: Money = Field(description="The upper limit the assessed amount may not exceed.")
     reason: str
 
 
@@ -376,5 +392,8 @@ class EvaluateResponse(BaseModel):
     policy: PolicyRef
     items: list[Item]
     rejections: list[Rejection]
+    pending: list[Pending] = Field(
+        default_factory=list, description="Eligible award sources awaiting their assessed amount: never money yet."
+    )
     non_monetary: list[NonMonetary]
     totals: Totals

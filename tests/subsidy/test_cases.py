@@ -60,10 +60,24 @@ def _check_rejections(response: EvaluateResponse, expect: dict[str, Any]) -> Non
         assert len(got) == len(expect.get("rejections", []))
 
 
+def _check_pending(response: EvaluateResponse, expect: dict[str, Any]) -> None:
+    got = {(p.measure, p.party, p.source): p.model_dump(mode="json") for p in response.pending}
+    want = {(e["measure"], e["party"], e["source"]): e for e in expect.get("pending", [])}
+    only = expect.get("only_measures")
+    assert {k for k in got if only is None or k[0] in only} == set(want), "pending sources differ"
+    for key, e in want.items():
+        assert got[key]["ceiling_yuan"] == e["ceiling_yuan"], key
+        assert got[key]["reason"].startswith(got[key]["clause"]), key
+    # Pending is never money: no item of the same measure and party comes from a pending source.
+    for item in response.items:
+        assert not {s for s in item.sources if (item.measure, item.party, s) in got}, item
+
+
 @pytest.mark.parametrize(("name", "data", "expect"), RUNS, ids=[run[0] for run in RUNS])
 def test_case(name: str, data: dict[str, Any], expect: dict[str, Any]) -> None:
     response = evaluate(request=request_of(data))
     _check_items(response, expect)
+    _check_pending(response, expect)
     _check_rejections(response, expect)
 
 

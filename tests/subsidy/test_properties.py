@@ -260,7 +260,11 @@ def test_no_item_above_its_ceiling(data: dict[str, Any]) -> None:
             for part in item.parts:
                 assert part.ceiling_yuan in PER_SOURCE[item.measure]
                 assert part.amount_yuan is not None and part.amount_yuan <= part.ceiling_yuan
-            assert amount == sum(p.amount_yuan or 0 for p in item.parts)
+            whole = sum(p.amount_yuan or 0 for p in item.parts)
+            if item.non_stacking is not None:  # the city pays the difference above the provincial money, or all
+                assert amount == item.non_stacking.paid_yuan <= whole == item.non_stacking.municipal_yuan
+            else:
+                assert amount == whole
         if item.measure in RATES:  # never above rate × basis either
             assert amount <= item.basis_yuan * RATES[item.measure]
         assert item.ceiling_yuan is not None and amount <= item.ceiling_yuan
