@@ -113,6 +113,7 @@ class _Run:
         self.items: list[Item] = []
         self.rejections: list[Rejection] = []
         self.pending: list[Pending] = []
+        self.lenders: dict[str, str] = {}  # loan id → its lending bank's party id (15.1)
 
     # ------------------------------------------------------------ shared helpers
 
@@ -1160,9 +1161,26 @@ class _Run:
                 ),
             ]
             npl = loan.non_performing_principal_yuan
-            if npl is not None:  # a claim for risk compensation
-                checks = [*self._recipient_checks(m1, party), *base, *self._date_checks(m1, loan.decided_on)]
+            if npl is not None:  # a claim for risk compensation (paid to the lending bank)
+                bank = self.parties.get(loan.bank) if loan.bank is not None else None
+                checks = [
+                    *self._recipient_checks(m1, party),
+                    *base,
+                    (
+                        bank is not None,
+                        "lending_bank",
+                        f"{loan.id} names no lending bank: 15.1 compensates the lender's loss (风险补偿)",
+                    ),
+                    (
+                        bank is None or bank.kind == "bank",
+                        "bank_kind",
+                        f"{loan.id}: the lender {loan.bank} is a {bank.kind if bank else '?'}, not a bank",
+                    ),
+                    *self._date_checks(m1, loan.decided_on),
+                ]
                 if not self._failed("15.1", party.id, loan.id, checks):
+                    assert loan.bank is not None
+                    self.lenders[loan.id] = loan.bank
                     g1.setdefault(party.id, []).append(
                         _Part(
                             source=loan.id,
@@ -1210,8 +1228,35 @@ class _Run:
                             ],
                         )
                     )
+        by_bank: dict[str, list[tuple[_Part, list[TraceStep]]]] = {}
         for party_id in sorted(g1):
-            self._risk_compensation(party_id, sorted(g1[party_id], key=lambda p: p.source))
+            for lender, part, steps in self._risk_compensation(party_id, sorted(g1[party_id], key=lambda p: p.source)):
+                by_bank.setdefault(lender, []).append((part, steps))
+        for lender in sorted(by_bank):
+            parts = [p for p, _ in by_bank[lender]]
+            amount = _sum(p.amount or ZERO for p in parts)
+            steps = [*self._param_steps(m1), *[s for _, st in by_bank[lender] for s in st]]
+            steps.append(
+                TraceStep(
+                    step="total",
+                    clause=m1.clause,
+                    text=f"the city's part paid to the lending bank {lender}: {money(amount)} over "
+                    f"{len(parts)} borrower(s)",
+                    values={"amount_yuan": plain(amount)},
+                )
+            )
+            self._add_item(
+                "15.1",
+                m1,
+                lender,
+                parts,
+                amount,
+                _sum(p.basis for p in parts),
+                steps,
+                _sum(p.ceiling or ZERO for p in parts),
+                "per_source",
+                "balance_limit" if any(p.bound for p in parts) else None,
+            )
         for party_id in sorted(g2):
             parts = sorted(g2[party_id], key=lambda p: p.source)
             basis = _sum(p.basis for p in parts)
@@ -1230,9 +1275,10 @@ class _Run:
                 "ceiling" if capped.bound else None,
             )
 
-    def _risk_compensation(self, party_id: str, parts: list[_Part]) -> None:
-        # 第15条: 70% (90% for 科融信-assessed early-stage SMEs) of non-performing principal, on a covered
-        # balance of at most 2000万 per enterprise.
+    def _risk_compensation(self, party_id: str, parts: list[_Part]) -> list[tuple[str, _Part, list[TraceStep]]]:
+        """第15条 for one borrowing enterprise: 70% (90% for 科融信-assessed early-stage SMEs) of the non-performing
+        principal on a covered balance of at most 2000万 per enterprise, province and city together; the city's part
+        (municipal_share) is paid to each lending bank, its principal's share of the compensable amount."""
         m = self.m.m15_1
         party = self.parties[party_id]
         limit = m.balance_limit.value
@@ -1242,48 +1288,76 @@ class _Run:
         compensable = min(npl, covered)
         early = party.early_stage_assessed is True
         rate = m.rate_early_stage if early else m.rate
-        raw = compensable * rate.value
-        amount = floor_fen(raw)
+        share = m.municipal_share.value
         bound = npl > covered and balance > limit
-        steps = [
-            *self._param_steps(m),
+        head = [
             *[s for p in parts for s in p.steps],
             TraceStep(
                 step="basis",
                 clause=m.clause,
-                text=f"covered balance = min(balance {money(balance)}, limit {money(limit)}) = "
+                text=f"{party_id}: covered balance = min(balance {money(balance)}, limit {money(limit)}) = "
                 f"{money(covered)}; compensable principal = min(non-performing {money(npl)}, "
                 f"covered {money(covered)}) = {money(compensable)}",
                 values={
+                    "borrower": party_id,
                     "balance_yuan": plain(balance),
                     "covered_yuan": plain(covered),
                     "non_performing_yuan": plain(npl),
                     "compensable_yuan": plain(compensable),
                 },
             ),
-            TraceStep(
-                step="rate",
-                clause=rate.clause,
-                text=f"{money(compensable)} × {rate.display()} "
-                + ("(early-stage SME assessed via 科融信)" if early else "(standard rate)")
-                + f" = {money(raw)}; province and city together (省市两级)",
-                values={"rate": rate.plain(), "raw_yuan": plain(raw)},
-            ),
-            TraceStep(step="floor", text=f"floored to the fen: {money(amount)}", values={"amount_yuan": plain(amount)}),
         ]
-        ceiling = floor_fen(limit * rate.value)
-        self._add_item(
-            "15.1",
-            m,
-            party_id,
-            parts,
-            amount,
-            compensable,
-            steps,
-            ceiling,
-            "per_party_year",
-            "balance_limit" if bound else None,
-        )
+        # Each lending bank's share of the compensable principal: pro rata to its non-performing principal, floored
+        # to the fen, the remaining fen to the bank with the most (then the first by id).
+        npl_by_bank: dict[str, Decimal] = {}
+        loans_by_bank: dict[str, list[str]] = {}
+        for p in parts:
+            bank = self.lenders[p.source]
+            npl_by_bank[bank] = npl_by_bank.get(bank, ZERO) + p.basis
+            loans_by_bank.setdefault(bank, []).append(p.source)
+        banks = sorted(npl_by_bank)
+        shares = {b: floor_fen(compensable * npl_by_bank[b] / npl) if npl else ZERO for b in banks}
+        first = max(banks, key=lambda b: (npl_by_bank[b], [-ord(c) for c in b]))
+        shares[first] += compensable - _sum(shares.values())
+        out = []
+        for bank in banks:
+            base = shares[bank]
+            two_level = floor_fen(base * rate.value)
+            city = floor_fen(two_level * share)
+            province = two_level - city
+            # The most the city can pay on this borrower whatever the split between banks: a true upper bound.
+            ceiling = floor_fen(floor_fen(limit * rate.value) * share)
+            steps = [
+                *head,
+                TraceStep(
+                    step="rate",
+                    clause=rate.clause,
+                    text=f"{party_id} → {bank}: {money(base)} × {rate.display()} "
+                    + ("(early-stage SME assessed via 科融信)" if early else "(standard rate)")
+                    + f" = {money(two_level)}, province and city together (省市两级); the city's part "
+                    f"{money(two_level)} × {m.municipal_share.display()} = {money(city)}, the province's "
+                    f"{money(province)}",
+                    values={
+                        "borrower": party_id,
+                        "bank": bank,
+                        "compensable_yuan": plain(base),
+                        "rate": rate.plain(),
+                        "two_level_yuan": plain(two_level),
+                        "municipal_yuan": plain(city),
+                        "provincial_yuan": plain(province),
+                    },
+                ),
+            ]
+            part = _Part(
+                source=",".join(sorted(loans_by_bank[bank])),
+                basis=base,
+                steps=[],
+                amount=city,
+                ceiling=ceiling,
+                bound=bound,
+            )
+            out.append((bank, part, steps))
+        return out
 
     # ------------------------------------------------------------ result
 

@@ -357,6 +357,7 @@ class RiskCompensationMeasure(Measure):
     rate: RatioParam
     rate_early_stage: RatioParam
     balance_limit: YuanParam
+    municipal_share: RatioParam
     eligible_kinds: KindsParam
     recipient_in_weihai: FlagParam
 

@@ -17,12 +17,19 @@ from pydantic import (
     WithJsonSchema,
 )
 
-PartyKind = Literal["enterprise", "university", "research_institute", "new_rd_institution", "agency"]
+PartyKind = Literal["enterprise", "university", "research_institute", "new_rd_institution", "agency", "bank"]
 ContractType = Literal["development", "transfer", "consulting", "service"]
 Level = Literal["national", "provincial", "municipal"]
 Grade = Literal["excellent", "good", "qualified", "unqualified"]  # 优秀 / 良好 / 合格 / 不合格
 
-PARTY_KINDS: tuple[str, ...] = ("enterprise", "university", "research_institute", "new_rd_institution", "agency")
+PARTY_KINDS: tuple[str, ...] = (
+    "enterprise",
+    "university",
+    "research_institute",
+    "new_rd_institution",
+    "agency",
+    "bank",
+)
 CONTRACT_TYPES: tuple[str, ...] = ("development", "transfer", "consulting", "service")
 
 FEN = Decimal("0.01")
@@ -91,7 +98,7 @@ class Party(_In):
     id: Id
     kind: PartyKind = Field(
         description="enterprise 企业 | university 高校 | research_institute 科研院所 | "
-        "new_rd_institution 新型研发机构 | agency 技术转移服务机构"
+        "new_rd_institution 新型研发机构 | agency 技术转移服务机构 | bank 金融机构 (a lender, 15.1)"
     )
     in_weihai: bool = Field(description="Registered / stationed in Weihai (威海本地 / 驻威).")
     has_rd_activity: bool | None = Field(None, description="Enterprise has R&D activity (有研发活动), 第4条.")
@@ -253,7 +260,10 @@ class Loan(_In):
     """第15条: a technology-achievement transformation loan (科技成果转化贷款) of an enterprise."""
 
     id: Id
-    party: Id
+    party: Id = Field(description="Party id of the borrowing enterprise.")
+    bank: Id | None = Field(
+        None, description="Party id of the lending bank (贷款银行): the recipient of 15.1 risk compensation."
+    )
     filed_with_province: bool = Field(description="Filed with the provincial loan scheme (纳入省科技成果转化贷款备案).")
     balance_yuan: Yuan = Field(description="Outstanding loan balance (贷款余额).")
     non_performing_principal_yuan: Yuan | None = Field(

@@ -69,6 +69,9 @@ def check_references(*, request: EvaluateRequest) -> None:
     for name in _PARTY_LISTS:
         for i, row in enumerate(getattr(request, name)):
             known(row.party, f"{name}[{i}].party")
+    for i, loan in enumerate(request.loans):
+        if loan.bank is not None:
+            known(loan.bank, f"loans[{i}].bank")
 
     # 第9条: one annual evaluation per agency and year.
     agencies: set[str] = set()

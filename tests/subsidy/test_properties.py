@@ -16,11 +16,17 @@ from subsidy.service import evaluate
 from tests.subsidy.conftest import request_of
 
 FEN = Decimal("0.01")
+
+
+def floor_fen(amount: Decimal) -> Decimal:
+    return amount.quantize(FEN, rounding=ROUND_DOWN)
+
+
 PARAMS = default_parameters()
 M = PARAMS.measures
 SETTINGS = settings(max_examples=60, deadline=None)
 
-KINDS = ["enterprise", "university", "research_institute", "new_rd_institution", "agency"]
+KINDS = ["enterprise", "university", "research_institute", "new_rd_institution", "agency", "bank"]
 LEVELS = ["national", "provincial", "municipal"]
 GRADES = ["excellent", "good", "qualified", "unqualified"]
 
@@ -197,6 +203,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
         {
             "id": f"K{i}",
             "party": pick("enterprise"),
+            "bank": pick("bank") if draw(likely) else None,
             "filed_with_province": draw(likely),
             "balance_yuan": yuan(draw(money)),
             "non_performing_principal_yuan": _opt_yuan(draw(opt_money)),
@@ -227,7 +234,6 @@ ANNUAL = {
     "9.3": M.m9_3.annual_ceiling.value,
     "10.2": M.m10_2.annual_ceiling.value,
     "15.2": M.m15_2.ceiling.value,
-    "15.1": M.m15_1.balance_limit.value * M.m15_1.rate_early_stage.value,
 }
 PER_SOURCE = {
     "2": {M.m2.ceiling.value},
@@ -241,6 +247,11 @@ PER_SOURCE = {
     "9.2": {M.m9_2.ceiling_excellent.value, M.m9_2.ceiling_good.value},
     "10.1": {M.m10_1.ceiling_national.value, M.m10_1.ceiling_provincial.value},
     "14": {M.m14.amount.value},
+    # Per borrower: the city's part of the most the two levels pay on the covered balance.
+    "15.1": {
+        floor_fen(floor_fen(M.m15_1.balance_limit.value * rate.value) * M.m15_1.municipal_share.value)
+        for rate in (M.m15_1.rate, M.m15_1.rate_early_stage)
+    },
 }
 RATES = {"4.1": M.m4_1.rate.value, "4.2": M.m4_2.rate.value, "9.3": M.m9_3.rate.value}
 

@@ -95,7 +95,7 @@ def test_amounts_refused(value: object, message: str) -> None:
             ("contracts", 0, "payments", 1, "amount_yuan"),
         ),
         (lambda d: d["contracts"][0].update(type="licence"), ("contracts", 0, "type")),
-        (lambda d: d["parties"][0].update(kind="bank"), ("parties", 0, "kind")),
+        (lambda d: d["parties"][0].update(kind="ministry"), ("parties", 0, "kind")),
         (lambda d: d["listings"][0].update(kind="other"), ("listings", 0, "kind")),
         (lambda d: d["parties"][0].update(has_rd_activty=True), ("parties", 0, "has_rd_activty")),
         (lambda d: d["contracts"][0].update(signed_on="2025-02-30"), ("contracts", 0, "signed_on")),
