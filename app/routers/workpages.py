@@ -18,10 +18,21 @@ from app.deps import RuntimeDep, SessionDep
 from app.routers.pages import _errors, _posted, _render, _row_id
 from app.web import PageSession, page_allow
 from core.errors import InvalidInput, NotFound
-from models.tables import Achievement, DealState, Lead, LeadResponse, LeadStatus, Need, Organisation, OrgKind
+from models.tables import (
+    Achievement,
+    BatchTrigger,
+    DealState,
+    Lead,
+    LeadResponse,
+    LeadStatus,
+    Need,
+    Organisation,
+    OrgKind,
+)
 from workflow.deals import service as deals
 from workflow.deals.schemas import DealCreate
 from workflow.ledger import service as ledger
+from workflow.push import delivery
 from workflow.push import service as push
 from workflow.push.schemas import RESPONSES
 from workflow.reports import service as reports
@@ -310,3 +321,51 @@ def _org_chart(rows: list[dict[str, Any]], top: int = 12) -> list[dict[str, Any]
         }
         for r in ranked
     ]
+
+
+# --- push batches and deliveries (staff) --------------------------------------------------------------------------
+
+
+@router.get("/push")
+def push_page(request: Request, session: SessionDep, page: StaffPage) -> Response:
+    """Push batches, newest first, each with its per-subscription report; the delivery outbox with its failures."""
+    batches = push.list_batches(session=session, limit=20)
+    outbox = delivery.list_deliveries(session=session, limit=50)
+    names = _names(session)
+    return _render(request, page, "push.html", batches=batches, outbox=outbox, names=names)
+
+
+@router.post("/push/run")
+async def run_push_page(request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
+    """Run a batch now; its deliveries go out with the scheduler's next pass."""
+    await _posted(request, page)
+    return await run_in_threadpool(_run_push_sync, runtime, page)
+
+
+def _run_push_sync(runtime: Any, page: PageSession) -> Response:
+    with runtime.write_session_factory() as session:
+        batch = push.run_batch(
+            session=session,
+            indexes=runtime.indexes,
+            ranker_version=runtime.ranker_version,
+            trigger=BatchTrigger.staff,
+            max_leads=runtime.settings.push_max_leads,
+            actor=page.principal,
+        )
+        session.commit()
+        batch_id = batch.id
+    return RedirectResponse(f"/push#batch-{batch_id}", status_code=303)
+
+
+@router.post("/push/deliveries/{delivery_id}/retry")
+async def retry_delivery_page(delivery_id: int, request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
+    """Queue a failed delivery again."""
+    await _posted(request, page)
+    return await run_in_threadpool(_retry_sync, delivery_id, runtime)
+
+
+def _retry_sync(delivery_id: int, runtime: Any) -> Response:
+    with runtime.write_session_factory() as session:
+        delivery.retry(session=session, delivery_id=_row_id(delivery_id))
+        session.commit()
+    return RedirectResponse("/push#outbox", status_code=303)

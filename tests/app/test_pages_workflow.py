@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.runtime import Runtime
-from models.tables import Deal, DealEvent, GradedPair, GradeSource, Lead, SubsidyLedger
+from models.tables import Deal, DealEvent, GradedPair, GradeSource, Lead, PushBatch, SubsidyLedger
 from tests.app.conftest import STAFF, shot, sign_in_browser
 
 pytestmark = pytest.mark.slow
@@ -173,3 +173,21 @@ def test_the_reports_page_shows_each_organisations_year(
     uni.goto(f"{live}/reports?year=2025")
     assert [uni.locator("#report tbody tr[data-org]").first.get_attribute("data-org")] == [str(people["orgs"]["uni"])]
     assert uni.locator("#report tbody tr[data-org]").count() == 1
+
+
+def test_staff_run_a_push_batch_from_its_page_and_read_the_report(
+    browser: Any, live: str, runtime: Runtime, pushed: list[dict[str, Any]]
+) -> None:
+    with runtime.session_factory() as session:
+        before = session.scalar(select(func.count()).select_from(PushBatch))
+    page = sign_in_browser(browser, live, "staff-1")
+    page.goto(f"{live}/push")
+    with page.expect_navigation():
+        page.locator("#run-push").click()
+    with runtime.session_factory() as session:
+        newest = session.scalars(select(PushBatch).order_by(PushBatch.id.desc())).first()
+        assert session.scalar(select(func.count()).select_from(PushBatch)) == before + 1
+    assert newest is not None and newest.trigger == "staff"
+    row = page.locator(f"#batch-{newest.id}").inner_text()
+    # The university's subscription was exhausted by the first batch: its line says what was already pushed.
+    assert "已推送过" in row and "某某大学" in row
