@@ -20,6 +20,8 @@ NEED_PUBLISHERS = frozenset({Role.enterprise, Role.staff, Role.admin})  # 企业
 ACHIEVEMENT_PUBLISHERS = frozenset({Role.university, Role.staff, Role.admin})  # 高校院所 publish achievements
 # Only experts grade (评审专家): staff open, watch and adjudicate rounds, but a grade is an expert's judgement.
 EXPERTS = frozenset({Role.expert})
+# 揭榜 calls are posted by the owners of needs (enterprises) and achievements (universities), or by staff.
+CALL_POSTERS = NEED_PUBLISHERS | ACHIEVEMENT_PUBLISHERS
 # Organisations' users receive pushed leads (定向推送) and subscribe to them; staff do so on their behalf.
 LEAD_RECIPIENTS = frozenset({Role.enterprise, Role.university, Role.agency, Role.staff, Role.admin})
 

@@ -14,6 +14,7 @@ from accounts.policy import (
     ACHIEVEMENT_PUBLISHERS,
     ADMIN,
     BOOTSTRAP_ADMIN,
+    CALL_POSTERS,
     EXPERTS,
     LEAD_RECIPIENTS,
     NEED_PUBLISHERS,
@@ -156,3 +157,4 @@ NeedPublisherDep = Annotated[Principal, allow(NEED_PUBLISHERS, "enterprises and 
 AchievementPublisherDep = Annotated[Principal, allow(ACHIEVEMENT_PUBLISHERS, "universities, institutes and staff")]
 ExpertDep = Annotated[Principal, allow(EXPERTS, "experts")]
 LeadRecipientDep = Annotated[Principal, allow(LEAD_RECIPIENTS, "organisations' users and staff")]
+CallPosterDep = Annotated[Principal, allow(CALL_POSTERS, "enterprises, universities and staff")]

@@ -658,3 +658,89 @@ class SubsidyLedger(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     frozen_by: Mapped[str] = mapped_column(String(200))
     frozen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CallKind(enum.StrEnum):
+    """What a 揭榜 call posts: an enterprise's need (张榜 by the enterprise) or a university's achievement."""
+
+    need = "need"
+    achievement = "achievement"
+
+
+class CallType(enum.StrEnum):
+    tackling = "tackling"  # 技术攻关类: post-acceptance subsidy (事后补助), 5.1
+    conversion = "conversion"  # 成果转化类: milestone funding fixed at award (里程碑式资助), 5.2
+
+
+class CallStatus(enum.StrEnum):
+    open = "open"
+    awarded = "awarded"
+    accepted = "accepted"  # a tackling project passed acceptance (验收): its subsidy is fixed
+    cancelled = "cancelled"
+
+
+class Call(Base):
+    """A two-way 揭榜 call (双向揭榜): a posted need or achievement, a posted amount (张榜标的额), a deadline."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[CallKind] = mapped_column(_enum(CallKind, "call_kind"))
+    listing_id: Mapped[int] = mapped_column(Integer)  # the need or achievement posted
+    owner_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    call_type: Mapped[CallType] = mapped_column(_enum(CallType, "call_type"))
+    posted_amount_yuan: Mapped[Decimal] = mapped_column(Money)
+    deadline: Mapped[date] = mapped_column(Date)
+    status: Mapped[CallStatus] = mapped_column(_enum(CallStatus, "call_status"), default=CallStatus.open)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set at award: the winning bid, the deal it opened, the day, the recipient of measure 5's subsidy.
+    awarded_bid_id: Mapped[int | None] = mapped_column(Integer)
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id"))
+    awarded_on: Mapped[date | None] = mapped_column(Date)
+    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    # Set after acceptance (tackling): the day and the actual transaction amount (实际成交额).
+    accepted_on: Mapped[date | None] = mapped_column(Date)
+    transaction_yuan: Mapped[Decimal | None] = mapped_column(Money)
+    # The subsidy the engine fixed (at award for conversion, after acceptance for tackling), with its trace.
+    subsidy_yuan: Mapped[Decimal | None] = mapped_column(Money)
+    subsidy_trace: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+
+class BidStatus(enum.StrEnum):
+    submitted = "submitted"
+    awarded = "awarded"
+    declined = "declined"
+
+
+class Bid(Base):
+    """An answer to a call (揭榜) from the other side: proposal, team, amount, timeline."""
+
+    __tablename__ = "bids"
+    __table_args__ = (UniqueConstraint("call_id", "organisation_id", name="uq_bids_call_organisation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    listing_id: Mapped[int | None] = mapped_column(Integer)  # the bidder's own listing of the other kind
+    proposal: Mapped[str] = mapped_column(Text)
+    team: Mapped[str] = mapped_column(Text, default="")
+    timeline: Mapped[str] = mapped_column(Text, default="")
+    amount_yuan: Mapped[Decimal] = mapped_column(Money)
+    status: Mapped[BidStatus] = mapped_column(_enum(BidStatus, "bid_status"), default=BidStatus.submitted)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Milestone(Base):
+    """A milestone of an awarded call's project: its share of the fixed subsidy is paid when it is reached."""
+
+    __tablename__ = "milestones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    due_on: Mapped[date] = mapped_column(Date)
+    share: Mapped[Decimal] = mapped_column(Numeric(6, 4))
+    amount_yuan: Mapped[Decimal | None] = mapped_column(Money)  # share of the fixed subsidy (conversion)
+    reached_on: Mapped[date | None] = mapped_column(Date)

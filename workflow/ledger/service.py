@@ -23,17 +23,15 @@ from sqlalchemy.orm import Session
 from accounts import audit
 from accounts.policy import Principal
 from core.errors import NotFound
-from models.tables import Contract, Deal, Lead, Organisation, Payment, SubsidyLedger
+from models.tables import Call, Contract, Deal, Lead, Organisation, Payment, SubsidyLedger
 from subsidy import service as subsidy
 from subsidy.parameters import PolicyParameters, default_parameters
 from subsidy.schemas import EvaluateRequest, EvaluateResponse, format_yuan
+from workflow.calls.service import call_key, engine_listing
+from workflow.ledger.party import PARTY_PREFIX, party_key, party_of
 
 CONTRACT_PREFIX = "deal-"
-PARTY_PREFIX = "org-"
-
-
-def party_key(organisation_id: int) -> str:
-    return f"{PARTY_PREFIX}{organisation_id}"
+CALL_PREFIX = "call-"
 
 
 def contract_key(deal_id: int) -> str:
@@ -51,6 +49,7 @@ class Inputs:
     organisations: dict[int, Organisation]
     leads: dict[int, Lead]
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    calls: dict[int, Call] = field(default_factory=dict)
 
 
 def build_inputs(session: Session, year: int) -> Inputs:
@@ -81,7 +80,16 @@ def build_inputs(session: Session, year: int) -> Inputs:
             select(Payment).where(Payment.deal_id.in_(deals)).order_by(Payment.paid_on, Payment.id)
         ):
             payments[payment.deal_id].append(payment)
+    # 揭榜 calls whose measure-5 subsidy was decided in the year (at award for conversion, at acceptance for tackling).
+    calls: dict[int, Call] = {}
+    listings: list[dict[str, Any]] = []
+    for call in session.scalars(select(Call).where(Call.recipient_id.is_not(None)).order_by(Call.id)):
+        listing = engine_listing(call)
+        if listing is not None and listing["decided_on"].year == year:
+            calls[call.id] = call
+            listings.append({"id": call_key(call.id), **listing})
     org_ids = {o for d in deals.values() for o in (d.buyer_id, d.seller_id, d.agency_id) if o is not None}
+    org_ids |= {c.recipient_id for c in calls.values() if c.recipient_id is not None}
     organisations = {
         o.id: o
         for o in session.scalars(select(Organisation).where(Organisation.id.in_(org_ids)).order_by(Organisation.id))
@@ -91,24 +99,12 @@ def build_inputs(session: Session, year: int) -> Inputs:
     request = EvaluateRequest.model_validate(
         {
             "year": year,
-            "parties": [_party(o) for o in organisations.values()],
+            "parties": [party_of(o) for o in organisations.values()],
             "contracts": [_contract(deals[i], contracts[i], payments[i], end) for i in deals],
+            "listings": listings,
         }
     )
-    return Inputs(request, deals, contracts, payments, organisations, leads, skipped)
-
-
-def _party(org: Organisation) -> dict[str, Any]:
-    return {
-        "id": party_key(org.id),
-        "kind": str(org.kind),
-        "in_weihai": bool(org.in_weihai),
-        "has_rd_activity": org.has_rd_activity,
-        "public_institution": org.public_institution,
-        "filed": org.filed,
-        "tech_sme": org.tech_sme,
-        "early_stage_assessed": org.early_stage_assessed,
-    }
+    return Inputs(request, deals, contracts, payments, organisations, leads, skipped, calls)
 
 
 def _contract(deal: Deal, contract: Contract, payments: Sequence[Payment], end: date) -> dict[str, Any]:
@@ -196,6 +192,26 @@ def _item(item: dict[str, Any], inputs: Inputs, year: int) -> dict[str, Any]:
                 ),
             }
         )
+    for call_id in (_call_id(s) for s in item["sources"]):
+        call = inputs.calls.get(call_id) if call_id is not None else None
+        if call is None:
+            continue
+        if call.deal_id is not None:
+            deal_ids.append(call.deal_id)
+        links.append(
+            {
+                "call_id": call.id,
+                "deal_id": call.deal_id,
+                "call_type": str(call.call_type),
+                "posted_amount_yuan": format_yuan(call.posted_amount_yuan),
+                "awarded_on": call.awarded_on.isoformat() if call.awarded_on else None,
+                "accepted_on": call.accepted_on.isoformat() if call.accepted_on else None,
+                "transaction_yuan": format_yuan(call.transaction_yuan) if call.transaction_yuan is not None else None,
+                "lead_id": None,
+                "payments": [],
+                "match": None,
+            }
+        )
     return {
         "measure": item["measure"],
         "clause": item["clause"],
@@ -212,6 +228,10 @@ def _item(item: dict[str, Any], inputs: Inputs, year: int) -> dict[str, Any]:
         "parts": item.get("parts", []),
         "trace": item["trace"],
     }
+
+
+def _call_id(key: str) -> int | None:
+    return int(key.removeprefix(CALL_PREFIX)) if key.startswith(CALL_PREFIX) else None
 
 
 def _rejection(rejection: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,184 @@
+"""Two-way 揭榜 calls over HTTP: post, bid, award; the measure-5 subsidy comes from the engine — a conversion call's
+milestone funding fixed at award (20% of the posted amount, at most 2,000,000), a tackling call's only after
+acceptance (20% of the actual deal, at most 500,000) — and enters the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.app.conftest import STAFF
+
+pytestmark = pytest.mark.slow
+
+DEADLINE = "2099-12-31"  # open calls: their deadline is never in the past whenever the suite runs
+AWARDED = "2026-06-01"  # inside the draft's policy window (2025-2026)
+
+
+@pytest.fixture(scope="module")
+def listings(client: TestClient, people: dict[str, dict]) -> dict[str, Any]:
+    orgs = people["orgs"]
+    needs = []
+    for i, title in enumerate(("船用复合材料轻量化成型工艺", "海水淡化反渗透膜抗污染改性", "冷链食品保鲜包装材料")):
+        body = {"title": title, "description": f"需求说明{i}：寻求可产业化的技术方案", "owner_id": orgs["ent_a"]}
+        r = client.post("/api/v1/needs", json=body, headers=STAFF)
+        assert r.status_code == 201, r.text
+        needs.append(r.json()["id"])
+    achievements = []
+    for i, title in enumerate(("碳纤维复合材料真空导入成型", "石墨烯改性反渗透复合膜", "可降解抗菌保鲜膜")):
+        body = {"title": title, "abstract": f"成果简介{i}", "owner_id": orgs["uni"]}
+        r = client.post("/api/v1/achievements", json=body, headers=STAFF)
+        assert r.status_code == 201, r.text
+        achievements.append(r.json()["id"])
+    return {"needs": needs, "achievements": achievements}
+
+
+def _call(client: TestClient, people: dict[str, dict], need_id: int, call_type: str, amount: str) -> int:
+    body = {
+        "kind": "need",
+        "listing_id": need_id,
+        "call_type": call_type,
+        "posted_amount_yuan": amount,
+        "deadline": DEADLINE,
+    }
+    r = client.post("/api/v1/calls", json=body, headers=people["enterprise"]["headers"])
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "open" and r.json()["posted_amount_yuan"] == amount
+    return int(r.json()["id"])
+
+
+def _bid(client: TestClient, people: dict[str, dict], call_id: int, achievement_id: int | None) -> int:
+    body = {
+        "listing_id": achievement_id,
+        "proposal": "三年内完成中试与量产",
+        "team": "教授 1 名，博士 3 名",
+        "amount_yuan": "900000.00",
+    }
+    r = client.post(f"/api/v1/calls/{call_id}/bids", json=body, headers=people["university"]["headers"])
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def _award(client: TestClient, people: dict[str, dict], call_id: int, bid_id: int, **extra: Any) -> Any:
+    body = {"bid_id": bid_id, "awarded_on": AWARDED, **extra}
+    return client.post(f"/api/v1/calls/{call_id}/award", json=body, headers=people["enterprise"]["headers"])
+
+
+@pytest.mark.parametrize(("posted", "fixed"), [("12000000.00", "2000000.00"), ("5000000.00", "1000000.00")])
+def test_a_conversion_call_fixes_its_milestone_funding_at_award(
+    client: TestClient, people: dict[str, dict], listings: dict[str, Any], posted: str, fixed: str
+) -> None:
+    need = listings["needs"][0] if posted.startswith("12") else listings["needs"][1]
+    achievement = listings["achievements"][0] if posted.startswith("12") else listings["achievements"][1]
+    call_id = _call(client, people, need, "conversion", posted)
+    bid_id = _bid(client, people, call_id, achievement)
+    milestones = [
+        {"name": "中试完成", "due_on": "2027-06-30", "share": "0.4"},
+        {"name": "量产上线", "due_on": "2028-06-30", "share": "0.6"},
+    ]
+    r = _award(client, people, call_id, bid_id, milestones=milestones)
+    assert r.status_code == 200, r.text
+    award = r.json()
+    assert award["subsidy"]["measure"] == "5.2" and award["subsidy"]["status"] == "fixed"
+    assert award["subsidy"]["amount_yuan"] == fixed
+    assert any("20%" in step["text"] for step in award["subsidy"]["trace"])  # the engine's own trace
+    amounts = [m["amount_yuan"] for m in award["milestones"]]
+    assert sum(float(a) for a in amounts) == float(fixed) and amounts[0] == f"{float(fixed) * 0.4:.2f}"
+    deal = client.get(f"/api/v1/deals/{award['deal_id']}", headers=STAFF).json()
+    assert (deal["need_id"], deal["achievement_id"]) == (need, achievement)
+    assert (deal["buyer_id"], deal["seller_id"]) == (people["orgs"]["ent_a"], people["orgs"]["uni"])
+    assert "揭榜" in deal["history"][0]["note"]
+    assert client.get(f"/api/v1/calls/{call_id}", headers=STAFF).json()["status"] == "awarded"
+    # Awarded: no second award, no more bids.
+    assert _award(client, people, call_id, bid_id).status_code == 409
+    again = client.post(
+        f"/api/v1/calls/{call_id}/bids", json={"proposal": "再次", "amount_yuan": "1.00"}, headers=STAFF
+    )
+    assert again.status_code in (403, 409)
+
+
+def test_a_tackling_call_pays_nothing_before_acceptance_and_its_cap_after(
+    client: TestClient, people: dict[str, dict], listings: dict[str, Any]
+) -> None:
+    call_id = _call(client, people, listings["needs"][2], "tackling", "4000000.00")
+    bid_id = _bid(client, people, call_id, listings["achievements"][2])
+    r = _award(client, people, call_id, bid_id)
+    assert r.status_code == 200, r.text
+    assert r.json()["subsidy"]["status"] == "after_acceptance" and r.json()["subsidy"]["amount_yuan"] == "0.00"
+    subsidy = client.get(f"/api/v1/calls/{call_id}/subsidy", headers=STAFF).json()
+    assert subsidy["amount_yuan"] == "0.00" and subsidy["status"] == "after_acceptance"
+    deal_id = r.json()["deal_id"]
+    # The actual deal: a 3,000,000 contract.
+    contract = {"type": "development", "amount_yuan": "3000000.00", "signed_on": AWARDED}
+    assert client.put(f"/api/v1/deals/{deal_id}/contract", json=contract, headers=STAFF).status_code == 200
+    # Only staff accept (验收); then 20% of 3,000,000 = 600,000 is capped at 500,000.
+    denied = client.post(
+        f"/api/v1/calls/{call_id}/accept", json={"accepted_on": "2026-11-01"}, headers=people["enterprise"]["headers"]
+    )
+    assert denied.status_code == 403
+    r = client.post(f"/api/v1/calls/{call_id}/accept", json={"accepted_on": "2026-11-01"}, headers=STAFF)
+    assert r.status_code == 200, r.text
+    assert (r.json()["measure"], r.json()["status"], r.json()["amount_yuan"]) == ("5.1", "fixed", "500000.00")
+    assert client.get(f"/api/v1/calls/{call_id}", headers=STAFF).json()["status"] == "accepted"
+    # Both calls' subsidies of 2026 are in the ledger, from the engine, linked to their calls and deals.
+    items = client.get("/api/v1/subsidies/ledger", params={"year": 2026}, headers=STAFF).json()["items"]
+    by_measure = {i["measure"]: i for i in items if i["party_id"] == people["orgs"]["ent_a"]}
+    assert by_measure["5.1"]["amount_yuan"] == "500000.00"
+    assert by_measure["5.2"]["amount_yuan"] == "3000000.00"  # 2,000,000 + 1,000,000, each capped on its own
+    assert {link["call_id"] for link in by_measure["5.2"]["links"]} and deal_id in by_measure["5.1"]["deal_ids"]
+
+
+def test_calls_refuse_what_the_rules_do_not_allow(
+    client: TestClient, people: dict[str, dict], listings: dict[str, Any]
+) -> None:
+    ent, uni = people["enterprise"]["headers"], people["university"]["headers"]
+    need = listings["needs"][0]
+    base = {"kind": "need", "listing_id": need, "call_type": "conversion", "deadline": DEADLINE}
+    # Money is a decimal string; another's listing is not yours to post; a deadline in the past is refused.
+    assert client.post("/api/v1/calls", json=base | {"posted_amount_yuan": 1000.5}, headers=ent).status_code == 422
+    r = client.post(
+        "/api/v1/calls", json=base | {"posted_amount_yuan": "1000.00"}, headers=people["enterprise_b"]["headers"]
+    )
+    assert r.status_code == 404 and "listing_id" in r.text
+    r = client.post(
+        "/api/v1/calls", json=base | {"posted_amount_yuan": "1000.00", "deadline": "2020-01-01"}, headers=ent
+    )
+    assert r.status_code == 422 and "deadline" in r.text
+    call_id = _call(client, people, need, "conversion", "1000000.00")
+    # The owner cannot bid on its own call; one bid per organisation.
+    r = client.post(f"/api/v1/calls/{call_id}/bids", json={"proposal": "x", "amount_yuan": "1.00"}, headers=ent)
+    assert r.status_code == 409
+    bid_id = _bid(client, people, call_id, None)
+    assert (
+        client.post(
+            f"/api/v1/calls/{call_id}/bids", json={"proposal": "y", "amount_yuan": "1.00"}, headers=uni
+        ).status_code
+        == 409
+    )
+    # Only the owner (or staff) awards; a bid naming no achievement cannot become a deal; shares must add up to 1.
+    assert _award(client, people, call_id, bid_id).status_code == 422
+    r = client.post(f"/api/v1/calls/{call_id}/award", json={"bid_id": bid_id}, headers=uni)
+    assert r.status_code == 403
+    # The bidder sees its own bid; the owner sees all.
+    assert [b["id"] for b in client.get(f"/api/v1/calls/{call_id}/bids", headers=uni).json()] == [bid_id]
+    assert client.get(f"/api/v1/calls/{call_id}/bids", headers=people["enterprise_b"]["headers"]).json() == []
+    open_calls = client.get("/api/v1/calls", params={"status": "open"}).json()
+    assert call_id in {c["id"] for c in open_calls}
+    r = client.get(f"/api/v1/calls/{call_id}/candidates", headers=ent)
+    assert r.status_code == 200 and r.json()["results"]
+
+
+def test_milestone_shares_must_add_up_to_the_whole(
+    client: TestClient, people: dict[str, dict], listings: dict[str, Any]
+) -> None:
+    call_id = _call(client, people, listings["needs"][1], "conversion", "2000000.00")
+    bid_id = _bid(client, people, call_id, listings["achievements"][1])
+    shares = [
+        {"name": "一", "due_on": "2027-01-01", "share": "0.5"},
+        {"name": "二", "due_on": "2027-06-01", "share": "0.4"},
+    ]
+    r = _award(client, people, call_id, bid_id, milestones=shares)
+    assert r.status_code == 422 and "milestones" in r.text and "0.9" in r.text
+    assert client.get(f"/api/v1/calls/{call_id}", headers=STAFF).json()["status"] == "open"  # nothing half-done
