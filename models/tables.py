@@ -744,3 +744,50 @@ class Milestone(Base):
     share: Mapped[Decimal] = mapped_column(Numeric(6, 4))
     amount_yuan: Mapped[Decimal | None] = mapped_column(Money)  # share of the fixed subsidy (conversion)
     reached_on: Mapped[date | None] = mapped_column(Date)
+
+
+class CatalogueList(TimestampMixin, Base):
+    """A compiled list for a period: an enterprise demand list (企业产业技术需求清单) from published needs, or a
+    list of key achievements to promote; versioned (each import or change keeps the items before it)."""
+
+    __tablename__ = "catalogue_lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[IngestKind] = mapped_column(_enum(IngestKind, "ingest_kind"))
+    title: Mapped[str] = mapped_column(String(200))
+    period: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class ListItem(Base):
+    """One listing on a list, with what staff add to it: its industry chain, whether it is an industry-chain common
+    problem (产业链共性技术难题) and who co-signed it, a note."""
+
+    __tablename__ = "list_items"
+    __table_args__ = (UniqueConstraint("list_id", "listing_id", name="uq_list_items_list_listing"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("catalogue_lists.id"), index=True)
+    listing_id: Mapped[int] = mapped_column(Integer)
+    field: Mapped[str | None] = mapped_column(String(100))
+    region: Mapped[str | None] = mapped_column(String(100))
+    industry_chain: Mapped[str | None] = mapped_column(String(100))
+    common_problem: Mapped[bool] = mapped_column(Boolean, default=False)
+    co_signers: Mapped[str] = mapped_column(Text, default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class ListVersion(Base):
+    """The items of a list as they were before a change (its history)."""
+
+    __tablename__ = "list_versions"
+    __table_args__ = (UniqueConstraint("list_id", "version", name="uq_list_versions_list_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("catalogue_lists.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -343,3 +343,19 @@ def test_the_yearly_report_counts_the_platforms_own_records(
     book = load_workbook(io.BytesIO(client.get("/api/v1/reports.xlsx", params={"year": 2025}, headers=STAFF).content))
     sheet = book.active
     assert sheet is not None and sheet.max_row == len(rows) + 1
+
+
+def test_workbooks_survive_names_with_control_characters(client: TestClient, deals: dict[str, Any]) -> None:
+    # Found by schemathesis: an organisation named with a control character broke every XLSX export (500).
+    r = client.post("/api/v1/organisations", json={"name": "响铃\x07公司", "kind": "agency"}, headers=STAFF)
+    assert r.status_code == 201, r.text
+    for path in ("/api/v1/reports.xlsx", "/api/v1/subsidies/ledger.xlsx"):
+        answer = client.get(path, params={"year": 2025}, headers=STAFF)
+        assert answer.status_code == 200, (path, answer.text)
+    names = [
+        row[0]
+        for row in load_workbook(
+            io.BytesIO(client.get("/api/v1/reports.xlsx", params={"year": 2025}, headers=STAFF).content)
+        ).active.iter_rows(min_row=2, values_only=True)
+    ]  # type: ignore[union-attr]
+    assert "响铃公司" in names

@@ -29,6 +29,7 @@ from subsidy.parameters import PolicyParameters, default_parameters
 from subsidy.schemas import EvaluateRequest, EvaluateResponse, format_yuan
 from workflow.calls.service import call_key, engine_listing
 from workflow.ledger.party import PARTY_PREFIX, party_key, party_of
+from workflow.xlsx import row as xlsx_row
 
 CONTRACT_PREFIX = "deal-"
 CALL_PREFIX = "call-"
@@ -336,36 +337,38 @@ def xlsx(ledger: dict[str, Any]) -> bytes:
     sheet = book.active
     assert sheet is not None
     sheet.title = "公示"
-    sheet.append([f"{ledger['year']} 年度科技成果转化补助拟支持名单（{ledger['policy']['title']}）"])
+    sheet.append(xlsx_row([f"{ledger['year']} 年度科技成果转化补助拟支持名单（{ledger['policy']['title']}）"]))
     sheet["A1"].font = Font(bold=True)
     header = ["序号", "单位名称", "措施", "条款", "补助项目", "补助金额（元）", "计算基数（元）", "对应交易"]
-    sheet.append(header)
+    sheet.append(xlsx_row(header))
     for cell in sheet[2]:
         cell.font = Font(bold=True)
     for n, item in enumerate(ledger["items"], 1):
         sheet.append(
-            [
-                n,
-                item["party_name"],
-                item["measure"],
-                item["clause"],
-                chinese_title(item["title"]),
-                Decimal(item["amount_yuan"]),
-                Decimal(item["basis_yuan"]),
-                "、".join(f"交易{d}" for d in item["deal_ids"]),
-            ]
+            xlsx_row(
+                [
+                    n,
+                    item["party_name"],
+                    item["measure"],
+                    item["clause"],
+                    chinese_title(item["title"]),
+                    Decimal(item["amount_yuan"]),
+                    Decimal(item["basis_yuan"]),
+                    "、".join(f"交易{d}" for d in item["deal_ids"]),
+                ]
+            )
         )
-    sheet.append(["", "合计", "", "", "", Decimal(ledger["total_yuan"]), "", ""])
+    sheet.append(xlsx_row(["", "合计", "", "", "", Decimal(ledger["total_yuan"]), "", ""]))
     for row in sheet.iter_rows(min_row=3, min_col=6, max_col=7):
         for cell in row:
             cell.number_format = "#,##0.00"
     for column, width in zip("ABCDEFGH", (6, 30, 8, 10, 28, 16, 16, 24), strict=True):
         sheet.column_dimensions[column].width = width
     traces = book.create_sheet("计算过程")
-    traces.append(["序号", "单位名称", "措施", "步骤", "说明"])
+    traces.append(xlsx_row(["序号", "单位名称", "措施", "步骤", "说明"]))
     for n, item in enumerate(ledger["items"], 1):
         for step in item["trace"]:
-            traces.append([n, item["party_name"], item["measure"], step["step"], step["text"]])
+            traces.append(xlsx_row([n, item["party_name"], item["measure"], step["step"], step["text"]]))
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()

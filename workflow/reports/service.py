@@ -33,6 +33,7 @@ from models.tables import (
 )
 from subsidy.schemas import format_yuan
 from workflow.ledger import service as ledger
+from workflow.xlsx import row as xlsx_row
 
 UNANSWERED = "unanswered"
 ZERO = Decimal(0)
@@ -200,14 +201,14 @@ def xlsx(rows: list[dict[str, Any]], year: int) -> bytes:
     sheet = book.active
     assert sheet is not None
     sheet.title = f"{year}年度"
-    sheet.append([label for _, label in COLUMNS])
+    sheet.append(xlsx_row([label for _, label in COLUMNS]))
     for cell in sheet[1]:
         cell.font = Font(bold=True)
     for row in rows:
-        sheet.append([_value(row, path) for path, _ in COLUMNS])
-    for column in sheet.iter_cols(min_row=2):
-        if COLUMNS[column[0].column - 1][0].endswith("_yuan"):
-            for cell in column:
+        sheet.append(xlsx_row([_value(row, path) for path, _ in COLUMNS]))
+    for index, (path, _) in enumerate(COLUMNS, start=1):
+        if path.endswith("_yuan"):
+            for (cell,) in sheet.iter_rows(min_row=2, min_col=index, max_col=index):
                 cell.number_format = "#,##0.00"
     out = io.BytesIO()
     book.save(out)
