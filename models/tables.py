@@ -791,3 +791,48 @@ class ListVersion(Base):
     reason: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CarrierKind(enum.StrEnum):
+    """What a measure's annual performance evaluation is about."""
+
+    event = "event"  # 产学研对接活动 (第2条)
+    cloud_rd_center = "cloud_rd_center"  # 云上研发中心 (第3条)
+    pilot_base = "pilot_base"  # 中试示范基地 (第6条)
+    proof_of_concept_center = "proof_of_concept_center"  # 概念验证中心 (第6条)
+    agency = "agency"  # 技术转移服务机构 (第9条)
+
+
+class Carrier(Base):
+    """An event, centre, base or agency the measures fund from its annual performance evaluation."""
+
+    __tablename__ = "carriers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[CarrierKind] = mapped_column(_enum(CarrierKind, "carrier_kind"))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    filed: Mapped[bool] = mapped_column(Boolean, default=False)  # 备案 (an event, or a base under filing management)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PerformanceEvaluation(Base):
+    """A carrier's annual performance evaluation (年度绩效评价): the result staff record, and the platform's own
+    counts it was judged beside (computed at recording, kept as its evidence)."""
+
+    __tablename__ = "performance_evaluations"
+    __table_args__ = (UniqueConstraint("carrier_id", "year", name="uq_performance_evaluations_carrier_year"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    carrier_id: Mapped[int] = mapped_column(ForeignKey("carriers.id"), index=True)
+    year: Mapped[int] = mapped_column(Integer)  # the year evaluated
+    grade: Mapped[str | None] = mapped_column(String(20))  # excellent | good | qualified | unqualified (9.2)
+    score: Mapped[Decimal | None] = mapped_column(Numeric(6, 2))
+    selected: Mapped[bool | None] = mapped_column(Boolean)  # 择优 (2, 3, 6)
+    assessed_yuan: Mapped[Decimal | None] = mapped_column(Money)
+    provincial_yuan: Mapped[Decimal | None] = mapped_column(Money)
+    evaluator: Mapped[str] = mapped_column(String(200))
+    decided_on: Mapped[date] = mapped_column(Date)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

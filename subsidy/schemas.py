@@ -164,7 +164,7 @@ class Activity(_In):
     filed: bool = Field(description="The activity is filed (备案活动).")
     selected: bool | None = Field(None, description="Chosen on merit (择优) after performance evaluation.")
     assessed_yuan: Yuan | None = Field(
-        None, description="Amount proposed by the evaluation; absent means the ceiling (an upper bound)."
+        None, description="Amount proposed by the evaluation; absent: pending (the ceiling is only an upper limit)."
     )
     decided_on: dt.date | None = None
 
@@ -188,7 +188,7 @@ class Evaluation(_In):
     selected: bool | None = Field(None, description="3, 6: chosen on merit (择优).")
     grade: Grade | None = Field(None, description="9.2: result 优秀 excellent | 良好 good | 合格 | 不合格.")
     assessed_yuan: Yuan | None = Field(
-        None, description="Amount proposed by the evaluation; absent means the ceiling (an upper bound)."
+        None, description="Amount proposed by the evaluation; absent: pending (the ceiling is only an upper limit)."
     )
     provincial_yuan: Yuan | None = Field(
         None, description="9.2: provincial money for the same agency and year (省级补助); the levels do not stack."
@@ -206,7 +206,9 @@ class Recognition(_In):
     party: Id
     level: Level = Field(description="national 国家级 | provincial 省级 | municipal 市级")
     first_time: bool = Field(description="First recognition / newly approved (首次认定 / 新获批).")
-    assessed_yuan: Yuan | None = Field(None, description="Amount proposed; absent means the ceiling (an upper bound).")
+    assessed_yuan: Yuan | None = Field(
+        None, description="Amount proposed; absent: pending (the ceiling is an upper limit)."
+    )
     decided_on: dt.date | None = None
 
 
@@ -225,7 +227,7 @@ class Landing(_In):
     )
     physical_workload_yuan: Yuan = Field(description="Physical workload completed (实物工作量); 100万元(含)以上.")
     previously_awarded: bool = Field(False, description="Already received this one-off (一次性) subsidy.")
-    assessed_yuan: Yuan | None = Field(None, description="Amount proposed; absent means the ceiling.")
+    assessed_yuan: Yuan | None = Field(None, description="Amount proposed; absent: pending.")
     decided_on: dt.date | None = None
 
 

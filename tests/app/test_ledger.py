@@ -359,3 +359,49 @@ def test_workbooks_survive_names_with_control_characters(client: TestClient, dea
         ).active.iter_rows(min_row=2, values_only=True)
     ]  # type: ignore[union-attr]
     assert "响铃公司" in names
+
+
+def test_an_agencys_evaluation_sheet_shows_its_deals_and_its_measure_9_item_follows(
+    client: TestClient, people: dict[str, dict], deals: dict[str, Any]
+) -> None:
+    agency = people["orgs"]["agency"]
+    r = client.post(
+        "/api/v1/carriers", json={"kind": "agency", "organisation_id": agency, "name": "技术转移中心"}, headers=STAFF
+    )
+    assert r.status_code == 201, r.text
+    carrier = r.json()["id"]
+    # Not yet assessed: the sheet's ledger line is pending, never money.
+    body = {"grade": "excellent", "evaluator": "市科技局绩效评价组", "decided_on": "2026-03-01", "score": "92.5"}
+    r = client.put(f"/api/v1/carriers/{carrier}/evaluations/2025", json=body, headers=STAFF)
+    assert r.status_code == 200, r.text
+    assert r.json()["ledger"]["item"] is None and r.json()["ledger"]["pending"]
+    r = client.put(
+        f"/api/v1/carriers/{carrier}/evaluations/2025", json=body | {"assessed_yuan": "80000.00"}, headers=STAFF
+    )
+    assert r.status_code == 200, r.text
+    sheet = r.json()
+    # The evidence is computed from the platform's records: the deal it brokered, signed and part-paid in 2025.
+    report = client.get("/api/v1/reports", params={"year": 2025}, headers=STAFF).json()["rows"]
+    row = next(x for x in report if x["organisation_id"] == agency)
+    evidence = sheet["evaluation"]["evidence"]
+    assert (evidence["contracts_signed"], evidence["contract_amount_yuan"], evidence["paid_yuan"]) == (
+        row["contracts_signed"],
+        "800000.00",
+        "300000.00",
+    )
+    assert sheet["evidence"] == evidence
+    # The 9.2 item of the decision's year follows from it, through the engine.
+    item = sheet["ledger"]["item"]
+    assert sheet["ledger"]["year"] == 2026 and item["measure"] == "9.2" and item["amount_yuan"] == "80000.00"
+    ledger_2026 = client.get("/api/v1/subsidies/ledger", params={"year": 2026}, headers=STAFF).json()
+    (mine,) = [i for i in ledger_2026["items"] if i["measure"] == "9.2" and i["party_id"] == agency]
+    assert mine["amount_yuan"] == "80000.00" and mine["links"][0]["carrier_id"] == carrier
+    # A grade outside the scale is refused; another organisation's user does not see the sheet.
+    bad = client.put(f"/api/v1/carriers/{carrier}/evaluations/2025", json=body | {"grade": "A+"}, headers=STAFF)
+    assert bad.status_code == 422 and "grade" in bad.text
+    other = client.get(
+        f"/api/v1/carriers/{carrier}/sheet", params={"year": 2025}, headers=people["enterprise"]["headers"]
+    )
+    assert other.status_code == 404
+    own = client.get(f"/api/v1/carriers/{carrier}/sheet", params={"year": 2025}, headers=people["agency"]["headers"])
+    assert own.status_code == 200 and own.json()["ledger"]["item"]["amount_yuan"] == "80000.00"

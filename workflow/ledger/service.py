@@ -28,6 +28,7 @@ from subsidy import service as subsidy
 from subsidy.parameters import PolicyParameters, default_parameters
 from subsidy.schemas import EvaluateRequest, EvaluateResponse, format_yuan
 from workflow.calls.service import call_key, engine_listing
+from workflow.evaluations.service import engine_rows
 from workflow.ledger.party import PARTY_PREFIX, party_key, party_of
 from workflow.xlsx import row as xlsx_row
 
@@ -51,6 +52,7 @@ class Inputs:
     leads: dict[int, Lead]
     skipped: list[dict[str, Any]] = field(default_factory=list)
     calls: dict[int, Call] = field(default_factory=dict)
+    evaluations: dict[str, Any] = field(default_factory=dict)  # "eval-<id>" → (evaluation, carrier)
 
 
 def build_inputs(session: Session, year: int) -> Inputs:
@@ -91,6 +93,9 @@ def build_inputs(session: Session, year: int) -> Inputs:
             listings.append({"id": call_key(call.id), **listing})
     org_ids = {o for d in deals.values() for o in (d.buyer_id, d.seller_id, d.agency_id) if o is not None}
     org_ids |= {c.recipient_id for c in calls.values() if c.recipient_id is not None}
+    # Carriers' performance evaluations decided in the year (measures 2, 3, 6, 9.2).
+    activities, evaluation_rows, evaluations = engine_rows(session, year)
+    org_ids |= {carrier.organisation_id for _, carrier in evaluations.values()}
     organisations = {
         o.id: o
         for o in session.scalars(select(Organisation).where(Organisation.id.in_(org_ids)).order_by(Organisation.id))
@@ -103,9 +108,11 @@ def build_inputs(session: Session, year: int) -> Inputs:
             "parties": [party_of(o) for o in organisations.values()],
             "contracts": [_contract(deals[i], contracts[i], payments[i], end) for i in deals],
             "listings": listings,
+            "activities": activities,
+            "evaluations": evaluation_rows,
         }
     )
-    return Inputs(request, deals, contracts, payments, organisations, leads, skipped, calls)
+    return Inputs(request, deals, contracts, payments, organisations, leads, skipped, calls, evaluations)
 
 
 def _contract(deal: Deal, contract: Contract, payments: Sequence[Payment], end: date) -> dict[str, Any]:
@@ -138,6 +145,7 @@ def compute(session: Session, year: int, params: PolicyParameters | None = None)
         "total_yuan": format_yuan(answer.totals.total_yuan),
         "by_measure": {k: format_yuan(v) for k, v in answer.totals.by_measure.items()},
         "rejections": [_rejection(r.model_dump(mode="json")) for r in answer.rejections],
+        "pending": [_rejection(p.model_dump(mode="json")) for p in answer.pending],
         "skipped": inputs.skipped,
         "frozen": _version(frozen) if frozen is not None else None,
         "diff": diff(frozen.items, items) if frozen is not None else [],
@@ -213,6 +221,25 @@ def _item(item: dict[str, Any], inputs: Inputs, year: int) -> dict[str, Any]:
                 "match": None,
             }
         )
+    for source in item["sources"]:
+        if source in inputs.evaluations:
+            evaluation, carrier = inputs.evaluations[source]
+            links.append(
+                {
+                    "evaluation_id": evaluation.id,
+                    "carrier_id": carrier.id,
+                    "carrier": carrier.name,
+                    "carrier_kind": str(carrier.kind),
+                    "year": evaluation.year,
+                    "grade": evaluation.grade,
+                    "decided_on": evaluation.decided_on.isoformat(),
+                    "evidence": evaluation.evidence,
+                    "deal_id": None,
+                    "lead_id": None,
+                    "payments": [],
+                    "match": None,
+                }
+            )
     return {
         "measure": item["measure"],
         "clause": item["clause"],

@@ -1,0 +1,161 @@
+"""Carriers and their annual performance evaluations (measures 2, 3, 6, 9): the evaluation sheet with its evidence."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from app.deps import IdPath, LeadRecipientDep, SessionDep, StaffDep
+from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
+from core.errors import NotFound
+from models.base import storable
+from models.tables import Carrier, CarrierKind, Organisation, PerformanceEvaluation
+from subsidy.schemas import Yuan, format_yuan
+from workflow.evaluations import service
+from workflow.ledger import service as ledger
+
+router = APIRouter(prefix="/api/v1/carriers", tags=["evaluations"], responses=PROBLEM_RESPONSES)
+Text = Annotated[str, AfterValidator(storable)]
+YearPath = Annotated[int, Path(ge=2000, le=2100)]
+
+
+class CarrierCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    kind: CarrierKind
+    organisation_id: int = Field(ge=1, le=2**31 - 1)
+    name: Text = Field(min_length=1, max_length=200)
+    filed: bool = False
+
+
+class EvaluationIn(BaseModel):
+    """The evaluation's result: a grade (agencies), a score, whether it was chosen on merit (择优), the amount the
+    evaluation proposes (none: pending), provincial money for the same year (9.2), who evaluated, when decided."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    grade: Text | None = Field(default=None, max_length=20)
+    score: Decimal | None = Field(default=None, ge=0, le=1000, max_digits=6, decimal_places=2)
+    selected: bool | None = None
+    assessed_yuan: Yuan | None = None
+    provincial_yuan: Yuan | None = None
+    evaluator: Text = Field(min_length=1, max_length=200)
+    decided_on: date
+
+
+def _carrier(carrier: Carrier) -> dict[str, Any]:
+    return {
+        "id": carrier.id,
+        "kind": str(carrier.kind),
+        "organisation_id": carrier.organisation_id,
+        "name": carrier.name,
+        "filed": carrier.filed,
+        "measure": service.MEASURES[carrier.kind],
+    }
+
+
+def _evaluation(evaluation: PerformanceEvaluation | None) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    return {
+        "id": evaluation.id,
+        "year": evaluation.year,
+        "grade": evaluation.grade,
+        "score": str(evaluation.score) if evaluation.score is not None else None,
+        "selected": evaluation.selected,
+        "assessed_yuan": format_yuan(evaluation.assessed_yuan) if evaluation.assessed_yuan is not None else None,
+        "provincial_yuan": format_yuan(evaluation.provincial_yuan) if evaluation.provincial_yuan is not None else None,
+        "evaluator": evaluation.evaluator,
+        "decided_on": evaluation.decided_on.isoformat(),
+        "recorded_by": evaluation.recorded_by,
+        "evidence": evaluation.evidence,
+    }
+
+
+def sheet(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
+    """The evaluation sheet: the carrier, the recorded result with the evidence it was judged beside, the counts as
+    they stand now, and the ledger's item for it (or why not) in the year it was decided."""
+    evaluation = service.evaluation_of(session, carrier, year)
+    org = session.get_one(Organisation, carrier.organisation_id)
+    out: dict[str, Any] = {
+        "carrier": _carrier(carrier),
+        "organisation": {"id": org.id, "name": org.name, "filed": org.filed, "in_weihai": org.in_weihai},
+        "year": year,
+        "evaluation": _evaluation(evaluation),
+        "evidence": service.evidence(session, carrier, year),
+        "ledger": None,
+    }
+    if evaluation is not None:
+        key = service.evaluation_key(evaluation.id)
+        computed = ledger.compute(session, evaluation.decided_on.year)
+        item = next(
+            (i for i in computed["items"] if any(link.get("evaluation_id") == evaluation.id for link in i["links"])),
+            None,
+        )
+        out["ledger"] = {
+            "year": evaluation.decided_on.year,
+            "item": item,
+            "rejections": [r["reason"] for r in computed["rejections"] if r["source"] == key],
+            "pending": [p["reason"] for p in computed["pending"] if p["source"] == key],
+        }
+    return out
+
+
+@router.post("", status_code=201, responses=BODY_RESPONSES)
+def create_carrier(body: CarrierCreate, session: SessionDep, actor: StaffDep) -> dict[str, Any]:
+    """Register an event, cloud R&D centre, pilot base, proof-of-concept centre or agency (staff)."""
+    carrier = service.create_carrier(
+        session=session,
+        kind=body.kind,
+        organisation_id=body.organisation_id,
+        name=body.name,
+        filed=body.filed,
+        actor=actor,
+    )
+    return _carrier(carrier)
+
+
+@router.get("")
+def list_carriers(session: SessionDep, _: StaffDep, kind: CarrierKind | None = None) -> list[dict[str, Any]]:
+    """Every carrier (staff)."""
+    return [_carrier(c) for c in service.list_carriers(session=session, kind=kind)]
+
+
+@router.put("/{carrier_id}/evaluations/{year}", responses=BODY_RESPONSES)
+def record_evaluation(
+    carrier_id: IdPath, year: YearPath, body: EvaluationIn, session: SessionDep, actor: StaffDep
+) -> dict[str, Any]:
+    """Record (or correct) the year's evaluation (staff); the platform's counts are kept beside it as evidence."""
+    service.record_evaluation(
+        session=session,
+        carrier_id=carrier_id,
+        year=year,
+        grade=body.grade,
+        score=body.score,
+        selected=body.selected,
+        assessed_yuan=body.assessed_yuan,
+        provincial_yuan=body.provincial_yuan,
+        evaluator=body.evaluator,
+        decided_on=body.decided_on,
+        actor=actor,
+    )
+    return sheet(session, service.get_carrier(session=session, carrier_id=carrier_id), year)
+
+
+@router.get("/{carrier_id}/sheet")
+def evaluation_sheet(
+    carrier_id: IdPath,
+    session: SessionDep,
+    viewer: LeadRecipientDep,
+    year: Annotated[int, Query(ge=2000, le=2100)],
+) -> dict[str, Any]:
+    """The year's evaluation sheet: result, computed evidence, ledger item (staff, or the carrier's own users)."""
+    carrier = service.get_carrier(session=session, carrier_id=carrier_id)
+    if not (viewer.is_staff or viewer.owns(carrier.organisation_id)):
+        raise NotFound(f"carrier {carrier_id} not found")
+    return sheet(session, carrier, year)
