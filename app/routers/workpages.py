@@ -13,25 +13,33 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from accounts.policy import LEAD_RECIPIENTS, STAFF
+from accounts.policy import LEAD_RECIPIENTS, PUBLIC, STAFF
 from app.deps import RuntimeDep, SessionDep
 from app.routers.pages import _errors, _posted, _render, _row_id
-from app.web import PageSession, page_allow
+from app.web import CSRF_FIELD, PageSession, check_csrf, page_allow
 from core.errors import InvalidInput, NotFound
 from models.tables import (
     Achievement,
     BatchTrigger,
+    CallKind,
+    CallStatus,
+    CallType,
     DealState,
+    IngestKind,
     Lead,
     LeadResponse,
     LeadStatus,
+    ListingStatus,
     Need,
     Organisation,
     OrgKind,
 )
+from workflow.calls import service as calls
+from workflow.calls.schemas import AwardIn, BidCreate
 from workflow.deals import service as deals
 from workflow.deals.schemas import DealCreate
 from workflow.ledger import service as ledger
+from workflow.lists import service as lists
 from workflow.push import delivery
 from workflow.push import service as push
 from workflow.push.schemas import RESPONSES
@@ -41,6 +49,7 @@ router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 RecipientPage = Annotated[PageSession, page_allow(LEAD_RECIPIENTS, "organisations' users and staff")]
 StaffPage = Annotated[PageSession, page_allow(STAFF, "staff")]
+PublicCallsPage = Annotated[PageSession, page_allow(PUBLIC, "everyone")]
 
 STATE_NAMES = {
     DealState.matched: "已匹配",
@@ -369,3 +378,203 @@ def _retry_sync(delivery_id: int, runtime: Any) -> Response:
         delivery.retry(session=session, delivery_id=_row_id(delivery_id))
         session.commit()
     return RedirectResponse("/push#outbox", status_code=303)
+
+
+# --- 揭榜 calls ---------------------------------------------------------------------------------------------------
+
+CALL_TYPE_NAMES = {CallType.tackling: "技术攻关类（事后补助）", CallType.conversion: "成果转化类（里程碑式资助）"}
+CALL_STATUS_NAMES = {
+    CallStatus.open: "揭榜中",
+    CallStatus.awarded: "已揭榜",
+    CallStatus.accepted: "已验收",
+    CallStatus.cancelled: "已撤榜",
+}
+
+
+@router.get("/calls")
+def calls_hall(request: Request, session: SessionDep, page: PublicCallsPage) -> Response:
+    """The calls hall: every call, open ones first, with its posted amount, deadline and bids so far."""
+    rows = calls.list_calls(session=session)
+    rows.sort(key=lambda c: (c.status != CallStatus.open, -c.id))
+    counts = calls.bid_counts(session, [c.id for c in rows])
+    titles = {c.id: calls.title_of(session, c) for c in rows}
+    return _render(
+        request,
+        page,
+        "calls.html",
+        rows=rows,
+        counts=counts,
+        titles=titles,
+        names=_names(session),
+        type_names=CALL_TYPE_NAMES,
+        status_names=CALL_STATUS_NAMES,
+    )
+
+
+@router.get("/calls/{call_id}")
+def call_page(call_id: int, request: Request, session: SessionDep, page: PublicCallsPage) -> Response:
+    """One call: what it posts, its bids (all for its owner and staff, your own for a bidder), the award, its
+    subsidy and milestones; a bid form for the other side."""
+    call = calls.get_call(session=session, call_id=_row_id(call_id))
+    me = page.principal
+    bids = calls.bids_of(session=session, call=call, viewer=me) if me.role is not None else []
+    other = "achievements" if call.kind == CallKind.need else "needs"
+    mine: list[Any] = []
+    if me.organisation_id is not None and not me.owns(call.owner_id):
+        model = Achievement if other == "achievements" else Need
+        stmt = select(model).where(model.owner_id == me.organisation_id, model.status == ListingStatus.published)
+        mine = list(session.scalars(stmt.order_by(model.id.desc()).limit(50)))
+    return _render(
+        request,
+        page,
+        "call.html",
+        call=call,
+        title=calls.title_of(session, call),
+        bids=bids,
+        mine=mine,
+        other=other,
+        may_award=me.is_staff or me.owns(call.owner_id),
+        subsidy=calls.subsidy_of(call),
+        milestones=calls.milestones_of(session=session, call_id=call.id),
+        names=_names(session),
+        type_names=CALL_TYPE_NAMES,
+        status_names=CALL_STATUS_NAMES,
+        today=dt.date.today(),
+    )
+
+
+@router.post("/calls/{call_id}/bids")
+async def bid_page(call_id: int, request: Request, runtime: RuntimeDep, page: RecipientPage) -> Response:
+    """揭榜 from the call's page."""
+    form = await _posted(request, page)
+    try:
+        data = BidCreate.model_validate(
+            {
+                "listing_id": form.get("listing_id") or None,
+                "proposal": form.get("proposal", ""),
+                "team": form.get("team", ""),
+                "timeline": form.get("timeline", ""),
+                "amount_yuan": form.get("amount_yuan", ""),
+            }
+        )
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(f"{k}: {v}" for k, v in _errors(exc).items())) from None
+    return await run_in_threadpool(_bid_sync, call_id, runtime, page, data)
+
+
+def _bid_sync(call_id: int, runtime: Any, page: PageSession, data: BidCreate) -> Response:
+    with runtime.write_session_factory() as session:
+        calls.add_bid(session=session, call_id=_row_id(call_id), data=data, actor=page.principal, today=dt.date.today())
+        session.commit()
+    return RedirectResponse(f"/calls/{call_id}#bids", status_code=303)
+
+
+@router.post("/calls/{call_id}/award")
+async def award_page(call_id: int, request: Request, runtime: RuntimeDep, page: RecipientPage) -> Response:
+    """Award a bid from the call's page (owner or staff); one milestone unless the API sets several."""
+    form = await _posted(request, page)
+    try:
+        data = AwardIn.model_validate({"bid_id": form.get("bid_id", ""), "awarded_on": form.get("awarded_on") or None})
+    except ValidationError as exc:
+        raise InvalidInput("; ".join(f"{k}: {v}" for k, v in _errors(exc).items())) from None
+    return await run_in_threadpool(_award_sync, call_id, runtime, page, data)
+
+
+def _award_sync(call_id: int, runtime: Any, page: PageSession, data: AwardIn) -> Response:
+    with runtime.write_session_factory() as session:
+        calls.award(session=session, call_id=_row_id(call_id), data=data, actor=page.principal, today=dt.date.today())
+        session.commit()
+    return RedirectResponse(f"/calls/{call_id}", status_code=303)
+
+
+# --- lists --------------------------------------------------------------------------------------------------------
+
+
+@router.get("/lists")
+def lists_page(request: Request, session: SessionDep, page: StaffPage) -> Response:
+    """Every demand and key-achievement list, with counts per field and the workbook to circulate."""
+    rows = [(c, lists.counts(session, c)) for c in lists.list_lists(session=session)]
+    return _render(request, page, "lists.html", rows=rows)
+
+
+@router.get("/lists/{list_id:int}")
+def list_page(list_id: int, request: Request, session: SessionDep, page: StaffPage) -> Response:
+    """One list's items (common problems marked), its versions, export and import."""
+    catalogue = lists.get_list(session=session, list_id=_row_id(list_id))
+    return _render(
+        request,
+        page,
+        "list.html",
+        catalogue=catalogue,
+        items=lists.items_of(session, catalogue),
+        versions=lists.versions(session=session, list_id=catalogue.id),
+        kind="needs" if catalogue.kind == IngestKind.needs else "achievements",
+        report=None,
+    )
+
+
+@router.post("/lists/{list_id}/import")
+async def list_import_page(list_id: int, request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
+    """Import the edited workbook from the list's page; the per-row results are shown on the page."""
+    form = await request.form()
+    check_csrf(page, str(form.get(CSRF_FIELD) or ""), request)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidInput("choose the edited .xlsx workbook", field="file")
+    data = await upload.read()
+    return await run_in_threadpool(_list_import_sync, list_id, request, runtime, page, data)
+
+
+def _list_import_sync(list_id: int, request: Request, runtime: Any, page: PageSession, data: bytes) -> Response:
+    import tempfile
+    from pathlib import Path
+
+    with runtime.write_session_factory() as session, tempfile.TemporaryDirectory() as folder:
+        catalogue = lists.get_list(session=session, list_id=_row_id(list_id))
+        path = Path(folder) / "list.xlsx"
+        path.write_bytes(data)
+        report = lists.import_xlsx(session=session, catalogue=catalogue, path=path, actor=page.principal)
+        session.commit()
+        return _render(
+            request,
+            page,
+            "list.html",
+            catalogue=catalogue,
+            items=lists.items_of(session, catalogue),
+            versions=lists.versions(session=session, list_id=catalogue.id),
+            kind="needs" if catalogue.kind == IngestKind.needs else "achievements",
+            report=report,
+        )
+
+
+# --- workbooks for the signed-in pages (the API's are for bearer tokens) -----------------------------------------
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def _workbook(body: bytes, name: str) -> Response:
+    return Response(body, media_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/lists/{list_id}.xlsx")
+def list_workbook(list_id: int, session: SessionDep, page: StaffPage) -> Response:
+    """The list's workbook, downloaded from its page."""
+    catalogue = lists.get_list(session=session, list_id=_row_id(list_id))
+    return _workbook(lists.export_xlsx(session, catalogue), f"list-{catalogue.id}-v{catalogue.version}.xlsx")
+
+
+@router.get("/ledger.xlsx")
+def ledger_workbook(session: SessionDep, page: StaffPage, year: Annotated[int, Query(ge=2000, le=2100)]) -> Response:
+    """The year's ledger for the public notice, downloaded from the ledger page."""
+    return _workbook(ledger.xlsx(ledger.compute(session, year)), f"subsidy-ledger-{year}.xlsx")
+
+
+@router.get("/reports.xlsx")
+def reports_workbook(
+    session: SessionDep,
+    page: StaffPage,
+    year: Annotated[int, Query(ge=2000, le=2100)],
+    kind: OrgKind | None = None,
+) -> Response:
+    """The year's report, downloaded from the reports page."""
+    return _workbook(reports.xlsx(reports.yearly(session, year, kind=kind), year), f"report-{year}.xlsx")

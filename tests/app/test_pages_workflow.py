@@ -152,6 +152,10 @@ def test_staff_read_the_ledger_with_its_traces_and_freeze_it(
     with runtime.session_factory() as session:
         (frozen,) = session.scalars(select(SubsidyLedger).where(SubsidyLedger.year == 2025)).all()
         assert frozen.note == "2025 年度公示稿" and frozen.frozen_by == "user:staff-1"
+    # The public-notice workbook downloads from the page (a cookie session, not a bearer token).
+    with page.expect_download() as download:
+        page.locator("a[href^='/ledger.xlsx']").click()
+    assert download.value.suggested_filename == "subsidy-ledger-2025.xlsx"
     page.goto(f"{live}/deals")
     shot(page, "deals")
 
@@ -168,6 +172,9 @@ def test_the_reports_page_shows_each_organisations_year(
     assert "¥1,200,000.00" in buyer and "¥1,000,000.00" in buyer  # contract signed, amount paid in 2025
     assert page.locator("#report-chart rect").count() >= 3
     shot(page, "reports")
+    with page.expect_download() as download:
+        page.locator("a[href^='/reports.xlsx']").click()
+    assert download.value.suggested_filename == "report-2025.xlsx"
     # An organisation's own user sees only its own row.
     uni = sign_in_browser(browser, live, "uni-1")
     uni.goto(f"{live}/reports?year=2025")
