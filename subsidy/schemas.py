@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -75,6 +76,18 @@ Yuan = Annotated[
     WithJsonSchema({"type": "string", "pattern": _YUAN_PATTERN, "examples": ["150000.00"]}),
 ]
 """Input amount: a non-negative decimal string in yuan, at most 2 decimal places."""
+
+STORED_LIMIT = Decimal("100000000000000")  # 10^14 yuan: Numeric(16, 2), the platform's money columns
+
+
+def _fits_column(value: Decimal) -> Decimal:
+    if value >= STORED_LIMIT:
+        raise ValueError("amount has more than 14 integer digits (the most a stored amount holds)")
+    return value
+
+
+StoredYuan = Annotated[Yuan, AfterValidator(_fits_column)]
+"""Input amount that the platform stores (contracts, payments, calls, evaluations): Yuan below 10^14."""
 
 Money = Annotated[Decimal, PlainSerializer(format_yuan, return_type=str), WithJsonSchema({"type": "string"})]
 """Output amount: yuan as a two-decimal string (may be negative only for simulator differences)."""

@@ -45,7 +45,7 @@ def acquire_lease(
     One atomic UPDATE decides between processes; the first ever taker inserts the row, and a concurrent first
     insert loses on the primary key.
     """
-    now = now or utcnow()
+    now = (now or utcnow()).astimezone(UTC)
     until = until.astimezone(UTC)  # SQLite keeps no offset: every stored moment is UTC
     with session_scope(session_factory) as session:
         taken = session.execute(

@@ -7,6 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 
 from accounts import service
+from accounts.policy import Principal
 from accounts.schemas import OrganisationCreate, OrganisationUpdate, TokenRequest, UserCreate
 from app.deps import AdminDep, IdPath, PublicDep, SessionDep, SettingsDep, SignedInDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES, problem_response
@@ -33,15 +34,23 @@ def update_organisation(
 
 
 @router.get("/organisations", response_model=list[OrganisationOut])
-def list_organisations(session: SessionDep, _: SignedInDep) -> list[OrganisationOut]:
-    """Every organisation (signed-in users)."""
-    return [OrganisationOut.model_validate(o) for o in service.list_organisations(session=session)]
+def list_organisations(session: SessionDep, viewer: SignedInDep) -> list[OrganisationOut]:
+    """Every organisation (signed-in users; delivery addresses only to staff and the organisation's own users)."""
+    return [_visible(OrganisationOut.model_validate(o), viewer) for o in service.list_organisations(session=session)]
 
 
 @router.get("/organisations/{organisation_id}", response_model=OrganisationOut)
-def get_organisation(organisation_id: IdPath, session: SessionDep, _: SignedInDep) -> OrganisationOut:
-    """One organisation (signed-in users)."""
-    return OrganisationOut.model_validate(service.get_organisation(session=session, organisation_id=organisation_id))
+def get_organisation(organisation_id: IdPath, session: SessionDep, viewer: SignedInDep) -> OrganisationOut:
+    """One organisation (signed-in users; delivery addresses only to staff and the organisation's own users)."""
+    org = service.get_organisation(session=session, organisation_id=organisation_id)
+    return _visible(OrganisationOut.model_validate(org), viewer)
+
+
+def _visible(out: OrganisationOut, viewer: Principal) -> OrganisationOut:
+    """A webhook URL (often carrying a token) and an e-mail address are the organisation's and staff's to see."""
+    if viewer.is_staff or viewer.owns(out.id):
+        return out
+    return out.model_copy(update={"webhook_url": None, "notify_email": None})
 
 
 @router.post("/users", status_code=201, response_model=UserOut, responses=BODY_RESPONSES)

@@ -15,7 +15,7 @@ from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from core.errors import NotFound
 from models.base import storable
 from models.tables import Carrier, CarrierKind, Organisation, PerformanceEvaluation
-from subsidy.schemas import Yuan, format_yuan
+from subsidy.schemas import StoredYuan, format_yuan
 from workflow.evaluations import service
 from workflow.ledger import service as ledger
 
@@ -42,8 +42,8 @@ class EvaluationIn(BaseModel):
     grade: Text | None = Field(default=None, max_length=20)
     score: Decimal | None = Field(default=None, ge=0, le=1000, max_digits=6, decimal_places=2)
     selected: bool | None = None
-    assessed_yuan: Yuan | None = None
-    provincial_yuan: Yuan | None = None
+    assessed_yuan: StoredYuan | None = None
+    provincial_yuan: StoredYuan | None = None
     evaluator: Text = Field(min_length=1, max_length=200)
     decided_on: date
 

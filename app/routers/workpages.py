@@ -18,6 +18,7 @@ from app.deps import RuntimeDep, SessionDep
 from app.routers.pages import _errors, _posted, _render, _row_id
 from app.web import CSRF_FIELD, PageSession, check_csrf, page_allow
 from core.errors import InvalidInput, NotFound
+from models.base import storable
 from models.tables import (
     Achievement,
     BatchTrigger,
@@ -46,6 +47,7 @@ from workflow.push.schemas import RESPONSES
 from workflow.reports import service as reports
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+MAX_UPLOAD = 20 * 2**20
 
 RecipientPage = Annotated[PageSession, page_allow(LEAD_RECIPIENTS, "organisations' users and staff")]
 StaffPage = Annotated[PageSession, page_allow(STAFF, "staff")]
@@ -64,6 +66,17 @@ STATE_NAMES = {
 }
 CONTRACT_NAMES = {"development": "技术开发", "transfer": "技术转让", "consulting": "技术咨询", "service": "技术服务"}
 BOARD = [s for s in DealState]
+
+
+def _note(form: dict[str, str]) -> str:
+    """A free-text note from a form: at most 2,000 characters, text the database can hold."""
+    note = (form.get("note") or "").strip()
+    if len(note) > 2000:
+        raise InvalidInput("the note is longer than 2,000 characters", field="note")
+    try:
+        return str(storable(note))
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="note") from None
 
 
 # --- the inbox ---------------------------------------------------------------------------------------------------
@@ -207,7 +220,7 @@ async def transition_page(deal_id: int, request: Request, runtime: RuntimeDep, p
         to = DealState(form.get("to", ""))
     except ValueError:
         raise InvalidInput("choose the state to move to", field="to") from None
-    note = (form.get("note") or "").strip()[:2000]
+    note = _note(form)
     return await run_in_threadpool(_transition_sync, deal_id, runtime, page, to, note)
 
 
@@ -246,7 +259,7 @@ async def freeze_page(request: Request, runtime: RuntimeDep, page: StaffPage) ->
         raise InvalidInput("the year is a number", field="year") from None
     if not 2000 <= year <= 2100:
         raise InvalidInput("the year is between 2000 and 2100", field="year")
-    note = (form.get("note") or "").strip()[:2000]
+    note = _note(form)
     return await run_in_threadpool(_freeze_sync, runtime, page, year, note)
 
 
@@ -521,7 +534,11 @@ async def list_import_page(list_id: int, request: Request, runtime: RuntimeDep, 
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise InvalidInput("choose the edited .xlsx workbook", field="file")
-    data = await upload.read()
+    if not (upload.filename or "").lower().endswith(".xlsx"):
+        raise InvalidInput("upload the list as an .xlsx workbook", field="file")
+    data = await upload.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        raise InvalidInput(f"the file is larger than {MAX_UPLOAD // 2**20} MiB", field="file")
     return await run_in_threadpool(_list_import_sync, list_id, request, runtime, page, data)
 
 

@@ -62,8 +62,9 @@ def _bid(client: TestClient, people: dict[str, dict], call_id: int, achievement_
 
 
 def _award(client: TestClient, people: dict[str, dict], call_id: int, bid_id: int, **extra: Any) -> Any:
+    # Staff record the award on its decision day (the owner may award today only).
     body = {"bid_id": bid_id, "awarded_on": AWARDED, **extra}
-    return client.post(f"/api/v1/calls/{call_id}/award", json=body, headers=people["enterprise"]["headers"])
+    return client.post(f"/api/v1/calls/{call_id}/award", json=body, headers=STAFF)
 
 
 @pytest.mark.parametrize(("posted", "fixed"), [("12000000.00", "2000000.00"), ("5000000.00", "1000000.00")])
@@ -161,6 +162,11 @@ def test_calls_refuse_what_the_rules_do_not_allow(
     assert _award(client, people, call_id, bid_id).status_code == 422
     r = client.post(f"/api/v1/calls/{call_id}/award", json={"bid_id": bid_id}, headers=uni)
     assert r.status_code == 403
+    backdated = {"bid_id": bid_id, "awarded_on": AWARDED}
+    r = client.post(f"/api/v1/calls/{call_id}/award", json=backdated, headers=ent)
+    assert r.status_code == 403 and "awarded_on" in r.text
+    r = client.post(f"/api/v1/calls/{call_id}/award", json=backdated | {"awarded_on": "2099-01-01"}, headers=STAFF)
+    assert r.status_code == 422 and "future" in r.text
     # The bidder sees its own bid; the owner sees all.
     assert [b["id"] for b in client.get(f"/api/v1/calls/{call_id}/bids", headers=uni).json()] == [bid_id]
     assert client.get(f"/api/v1/calls/{call_id}/bids", headers=people["enterprise_b"]["headers"]).json() == []

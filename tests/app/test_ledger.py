@@ -59,7 +59,10 @@ def _walk(
     body = {"need_id": lead["need_id"], "achievement_id": lead["achievement_id"], "lead_id": lead["id"]}
     r = client.post(f"/api/v1/inbox/{lead['id']}/respond", json={"response": "interested"}, headers=headers)
     assert r.status_code == 200, r.text
-    r = client.post("/api/v1/deals", json=body | ({"agency_id": agency} if agency else {}), headers=headers)
+    # Staff name the agency when there is one; the lead's recipient opens the others itself.
+    r = client.post(
+        "/api/v1/deals", json=body | {"agency_id": agency} if agency else body, headers=STAFF if agency else headers
+    )
     assert r.status_code == 201, r.text
     did = int(r.json()["id"])
     steps = iter(plan["walk"])

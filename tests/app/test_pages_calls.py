@@ -80,9 +80,10 @@ def test_a_university_bids_from_the_hall_and_the_enterprise_awards(
         )
     assert "一年内完成中试" in page.locator("#bids").inner_text()
 
-    owner = sign_in_browser(browser, live, "ent-a")
+    # Staff record the award on its decision day (inside the draft's policy window, whenever the suite runs).
+    owner = sign_in_browser(browser, live, "staff-1")
     owner.goto(f"{live}/calls/{call_id}")
-    owner.fill(f"tr[data-bid='{bid.id}'] input[name=awarded_on]", "2026-06-01")  # inside the draft's window
+    owner.fill(f"tr[data-bid='{bid.id}'] input[name=awarded_on]", "2026-06-01")
     with owner.expect_navigation():
         owner.locator(f"tr[data-bid='{bid.id}'] button.award").click()
     assert owner.locator("#status").inner_text() == "已揭榜"

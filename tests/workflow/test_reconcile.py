@@ -203,3 +203,26 @@ def test_an_xlsx_list_reads_the_same(session_factory: sessionmaker[Session], tmp
     assert (
         errors == [{"row": 3, "field": "signed_on", "reason": errors[0]["reason"]}] and "missing" in errors[0]["reason"]
     )
+
+
+def test_a_registration_number_on_two_deals_is_reported(session_factory: sessionmaker[Session]) -> None:
+    with session_factory() as session:
+        deals = _platform(session)
+        buyer = session.get_one(Deal, deals["exact"]).buyer_id
+        seller = session.get_one(Deal, deals["exact"]).seller_id
+        assert buyer is not None and seller is not None
+        twin = _deal(
+            session,
+            buyer,
+            seller,
+            None,
+            no="2025370010000123",
+            kind=ContractType.development,
+            amount="1.00",
+            signed="2025-03-10",
+            registered="2025-04-02",
+        )
+        rows, errors = read_registry(SAMPLE)
+        report = reconcile(session, rows, errors).as_dict()
+    (dup,) = [m for m in report["mismatches"] if m["field"] == "registration_no"]
+    assert dup["deal_id"] == twin and str(deals["exact"]) in dup["platform"]

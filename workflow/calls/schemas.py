@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from models.base import as_utc, storable
 from models.tables import CallKind, CallType
-from subsidy.schemas import Money, Yuan
+from subsidy.schemas import Money, StoredYuan
 
 UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -31,7 +31,7 @@ class CallCreate(_Strict):
     kind: CallKind
     listing_id: RowId
     call_type: CallType
-    posted_amount_yuan: Yuan
+    posted_amount_yuan: StoredYuan
     deadline: date
 
 
@@ -43,7 +43,7 @@ class BidCreate(_Strict):
     proposal: str = Field(min_length=1, max_length=20000)
     team: str = Field(default="", max_length=5000)
     timeline: str = Field(default="", max_length=5000)
-    amount_yuan: Yuan
+    amount_yuan: StoredYuan
 
 
 class MilestoneIn(_Strict):
@@ -64,7 +64,7 @@ class AcceptIn(_Strict):
     """A tackling project passed acceptance (验收): the day, and the actual transaction (default: the contract's)."""
 
     accepted_on: date
-    transaction_yuan: Yuan | None = None
+    transaction_yuan: StoredYuan | None = None
 
 
 class ReachedIn(_Strict):

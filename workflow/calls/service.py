@@ -63,8 +63,13 @@ def _listing(session: Session, kind: CallKind, listing_id: int) -> Need | Achiev
 
 
 def title_of(session: Session, call: Call) -> str:
+    """The posted listing's title while it is published and public (a call is shown to everyone)."""
     row = _listing(session, call.kind, call.listing_id)
-    return row.title if row is not None else ""
+    if row is None or row.status != ListingStatus.published:
+        return "（已撤回）"
+    if getattr(row, "visibility", Visibility.public) != Visibility.public:
+        return "（不公开）"
+    return row.title
 
 
 def create_call(*, session: Session, data: CallCreate, actor: Principal, today: date) -> Call:
@@ -213,11 +218,19 @@ def _milestones(data: list[MilestoneIn] | None, awarded_on: date) -> list[Milest
 def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, today: date) -> tuple[Call, SubsidyOut]:
     """Award the call to one of its bids: a deal between the need's owner and the achievement's owner, milestones,
     and measure 5's subsidy from the engine (fixed now for conversion; after acceptance for tackling)."""
-    call = get_call(session=session, call_id=call_id)
+    call = session.get(Call, call_id, with_for_update=True)  # one award, however many arrive at once
+    if call is None:
+        raise NotFound(f"call {call_id} not found")
     if not (actor.is_staff or actor.owns(call.owner_id)):
         raise Forbidden("only the call's owner or staff award it")
     if call.status != CallStatus.open:
         raise Conflict(f"call {call.id} is {call.status}: it was awarded already")
+    awarded_on = data.awarded_on or today
+    if awarded_on > today:
+        raise InvalidInput(f"awarded_on {awarded_on} is in the future", field="awarded_on")
+    if awarded_on != today and not actor.is_staff:
+        # The date fixes the subsidy's year and policy window: only staff record an award decided on another day.
+        raise Forbidden("only staff record an award dated other than today", field="awarded_on")
     bid = session.get(Bid, data.bid_id)
     if bid is None or bid.call_id != call.id:
         raise NotFound(f"bid {data.bid_id} of call {call.id} not found", field="bid_id")
@@ -230,7 +243,6 @@ def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, to
     need, achievement = session.get_one(Need, need_id), session.get_one(Achievement, achievement_id)
     if need.owner_id is None:
         raise InvalidInput(f"need {need.id} has no owning organisation to receive the subsidy", field="bid_id")
-    awarded_on = data.awarded_on or today
     milestones = _milestones(data.milestones, awarded_on)
     deal = Deal(
         need_id=need.id,
@@ -313,7 +325,9 @@ def _split(total: Decimal, shares: Sequence[Decimal]) -> list[Decimal]:
 
 def accept(*, session: Session, call_id: int, data: AcceptIn, actor: Principal) -> tuple[Call, SubsidyOut]:
     """A tackling project passed acceptance (验收): measure 5.1 from the engine on the actual transaction."""
-    call = get_call(session=session, call_id=call_id)
+    call = session.get(Call, call_id, with_for_update=True)
+    if call is None:
+        raise NotFound(f"call {call_id} not found")
     if call.call_type != CallType.tackling:
         raise Conflict(f"call {call.id} is a conversion call: its subsidy was fixed at award")
     if call.status != CallStatus.awarded:

@@ -169,12 +169,28 @@ def reconcile(session: Session, rows: Iterable[RegistryRow], errors: list[dict[s
     """Compare registry rows with the platform's contracts by registration number."""
     rows = list(rows)
     report = Report(rows=len(rows) + len(errors or []), errors=list(errors or []))
-    platform = {
-        c.registration_no: (c, d)
-        for c, d in session.execute(
-            select(Contract, Deal).join(Deal, Deal.id == Contract.deal_id).where(Contract.registration_no.is_not(None))
-        )
-    }
+    platform: dict[str, tuple[Contract, Deal]] = {}
+    for contract, deal in session.execute(
+        select(Contract, Deal)
+        .join(Deal, Deal.id == Contract.deal_id)
+        .where(Contract.registration_no.is_not(None))
+        .order_by(Deal.id)
+    ).tuples():
+        assert contract.registration_no is not None
+        if contract.registration_no in platform:
+            # One registration number on two deals: one of them is wrong, and both would be paid.
+            report.mismatches.append(
+                {
+                    "row": None,
+                    "registration_no": contract.registration_no,
+                    "deal_id": deal.id,
+                    "field": "registration_no",
+                    "platform": f"also on deal {platform[contract.registration_no][1].id}",
+                    "registry": None,
+                }
+            )
+            continue
+        platform[contract.registration_no] = (contract, deal)
     names = dict(session.execute(select(Organisation.id, Organisation.name)).tuples().all())
     seen: set[str] = set()
     for row in rows:

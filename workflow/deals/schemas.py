@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from models.base import as_utc, storable
 from models.tables import ContractType, DealState
-from subsidy.schemas import Money, Yuan
+from subsidy.schemas import Money, StoredYuan
 
 UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -43,7 +43,7 @@ class ContractIn(_Strict):
     """The deal's technology contract; registration_no and registered_on once it is registered (登记备案)."""
 
     type: ContractType
-    amount_yuan: Yuan
+    amount_yuan: StoredYuan
     signed_on: date
     registration_no: str | None = Field(default=None, min_length=1, max_length=100)
     registered_on: date | None = None
@@ -51,7 +51,7 @@ class ContractIn(_Strict):
 
 class PaymentIn(_Strict):
     paid_on: date
-    amount_yuan: Yuan
+    amount_yuan: StoredYuan
 
 
 class EventOut(BaseModel):

@@ -63,9 +63,11 @@ def _parties(deal: Deal) -> set[int]:
     return {p for p in (deal.buyer_id, deal.seller_id, deal.agency_id) if p is not None}
 
 
-def get_deal(*, session: Session, deal_id: int, viewer: Principal) -> Deal:
-    """A deal its parties (buyer, seller, agency) and staff may see; NotFound for anyone else."""
-    deal = session.get(Deal, deal_id)
+def get_deal(*, session: Session, deal_id: int, viewer: Principal, for_update: bool = False) -> Deal:
+    """A deal its parties (buyer, seller, agency) and staff may see; NotFound for anyone else. for_update locks the
+    row until the transaction ends (PostgreSQL; SQLite's writers are serialised already), so a check and the write
+    it guards see the same deal."""
+    deal = session.get(Deal, deal_id, with_for_update=for_update)
     if deal is None or not (viewer.is_staff or viewer.organisation_id in _parties(deal)):
         raise NotFound(f"deal {deal_id} not found")
     return deal
@@ -84,7 +86,8 @@ def list_deals(*, session: Session, viewer: Principal, state: DealState | None =
 
 def open_deal(*, session: Session, data: DealCreate, actor: Principal) -> Deal:
     """A deal between the need's owner (buyer) and the achievement's owner (seller), in state matched."""
-    need = session.get(Need, data.need_id)
+    # Locking the need serialises openings on it, so "one open deal per pair" holds under concurrent requests.
+    need = session.get(Need, data.need_id, with_for_update=True)
     if need is None:
         raise NotFound(f"need {data.need_id} not found", field="need_id")
     achievement = session.get(Achievement, data.achievement_id)
@@ -96,6 +99,9 @@ def open_deal(*, session: Session, data: DealCreate, actor: Principal) -> Deal:
         raise Forbidden("only staff open a deal by hand; a lead's recipient opens one from the lead (lead_id)")
     if not actor.is_staff and not (actor.owns(need.owner_id) or actor.owns(achievement.owner_id)):
         raise Forbidden("you may open a deal on your own organisation's need or achievement only")
+    if data.agency_id is not None and not actor.is_staff:
+        # An agency named on a deal reads and writes it and may earn 9.3 money from it: staff confirm who brokered.
+        raise Forbidden("only staff name the agency on a deal", field="agency_id")
     if data.agency_id is not None:
         agency = session.get(Organisation, data.agency_id)
         if agency is None:
@@ -153,7 +159,7 @@ def _check_lead(session: Session, data: DealCreate, actor: Principal) -> None:
 
 def transition(*, session: Session, deal_id: int, to: DealState, note: str, actor: Principal) -> Deal:
     """Move a deal one step (or to lost / closed); 409 naming the allowed states, or the fact a step waits for."""
-    deal = get_deal(session=session, deal_id=deal_id, viewer=actor)
+    deal = get_deal(session=session, deal_id=deal_id, viewer=actor, for_update=True)
     options = allowed(deal.state)
     if to not in options:
         names = ", ".join(options) or "none (the deal has ended)"
@@ -225,7 +231,7 @@ def _writable(deal: Deal) -> None:
 
 def put_contract(*, session: Session, deal_id: int, data: ContractIn, actor: Principal) -> Contract:
     """Record or correct the deal's contract (one per deal)."""
-    deal = get_deal(session=session, deal_id=deal_id, viewer=actor)
+    deal = get_deal(session=session, deal_id=deal_id, viewer=actor, for_update=True)
     _writable(deal)
     if (data.registration_no is None) != (data.registered_on is None):
         missing = "registered_on" if data.registered_on is None else "registration_no"
@@ -263,7 +269,7 @@ def put_contract(*, session: Session, deal_id: int, data: ContractIn, actor: Pri
 
 def add_payment(*, session: Session, deal_id: int, data: PaymentIn, actor: Principal) -> Payment:
     """Record a payment under the deal's contract: on or after its signing, the total within its amount."""
-    deal = get_deal(session=session, deal_id=deal_id, viewer=actor)
+    deal = get_deal(session=session, deal_id=deal_id, viewer=actor, for_update=True)
     _writable(deal)
     contract = _contract(session, deal.id)
     if contract is None:

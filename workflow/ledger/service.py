@@ -18,12 +18,13 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from accounts import audit
 from accounts.policy import Principal
-from core.errors import NotFound
-from models.tables import Call, Contract, Deal, Lead, Organisation, Payment, SubsidyLedger
+from core.errors import Conflict, NotFound
+from models.tables import Call, Contract, Deal, DealState, Lead, Organisation, Payment, SubsidyLedger
 from subsidy import service as subsidy
 from subsidy.parameters import PolicyParameters, default_parameters
 from subsidy.schemas import EvaluateRequest, EvaluateResponse, format_yuan
@@ -68,6 +69,9 @@ def build_inputs(session: Session, year: int) -> Inputs:
     contracts: dict[int, Contract] = {}
     skipped: list[dict[str, Any]] = []
     for deal, contract in rows:
+        if deal.state == DealState.lost:
+            skipped.append({"deal_id": deal.id, "reason": "the deal is lost (未成交): its contract pays nothing"})
+            continue
         if deal.buyer_id is None or deal.seller_id is None:
             missing = "buyer (the need's owner)" if deal.buyer_id is None else "seller (the achievement's owner)"
             skipped.append({"deal_id": deal.id, "reason": f"no {missing} is recorded: the rules need both parties"})
@@ -323,8 +327,12 @@ def freeze(
         note=note,
         frozen_by=actor.actor,
     )
-    session.add(ledger)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(ledger)
+            session.flush()
+    except IntegrityError:
+        raise Conflict(f"another version of {year} was frozen at the same moment; look at it, then retry") from None
     audit.record(
         session=session,
         actor=actor,

@@ -124,7 +124,12 @@ def items_of(session: Session, catalogue: CatalogueList) -> list[tuple[ListItem,
     items = list(session.scalars(select(ListItem).where(ListItem.list_id == catalogue.id).order_by(ListItem.id)))
     model = _model(catalogue.kind)
     ids = {i.listing_id for i in items}
-    titles = dict(session.execute(select(model.id, model.title).where(model.id.in_(ids))).tuples().all()) if ids else {}
+    titles: dict[int, str] = {}
+    if ids:
+        found: list[Any] = list(session.scalars(select(model).where(model.id.in_(ids))))
+        for row in found:
+            shown = row.status == ListingStatus.published and getattr(row, "visibility", Visibility.public) == "public"
+            titles[row.id] = row.title if shown else "（已撤回或不公开）"  # a list is circulated: never a private title
     return [(i, titles.get(i.listing_id, "")) for i in items]
 
 

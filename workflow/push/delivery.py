@@ -155,50 +155,62 @@ class DeliveryReport:
 def deliver_due(
     *, session_factory: sessionmaker[Session], config: DeliveryConfig, now: datetime | None = None, limit: int = 200
 ) -> DeliveryReport:
-    """Send every due, unclaimed delivery (at most limit), each on its own; returns what happened to each."""
-    now = now or utcnow()
+    """Send every due, unclaimed delivery (at most limit), each on its own; returns what happened to each.
+
+    The clock is read at each claim and each outcome (a pass over slow receivers outlives any one claim); `now`
+    fixes it, for tests. An outcome is written only while this pass still holds the row's claim: if the claim
+    lapsed and another process took the row, that process records the attempt instead.
+    """
+
+    def clock() -> datetime:
+        return now if now is not None else utcnow()
+
     report = DeliveryReport()
     with session_scope(session_factory) as session:
         due = list(
             session.scalars(
                 select(Delivery.id)
-                .where(Delivery.status == DeliveryStatus.pending, Delivery.next_attempt_at <= now, _unclaimed(now))
+                .where(Delivery.status == DeliveryStatus.pending, Delivery.next_attempt_at <= clock())
+                .where(_unclaimed(clock()))
                 .order_by(Delivery.next_attempt_at, Delivery.id)
                 .limit(limit)
             )
         )
     for delivery_id in due:
         with session_scope(session_factory) as session:
+            at = clock()
+            mine = at + timedelta(seconds=config.claim_s)
             claimed = session.execute(
                 update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.pending, _unclaimed(now))
-                .values(claimed_until=now + timedelta(seconds=config.claim_s))
+                .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.pending, _unclaimed(at))
+                .where(Delivery.next_attempt_at <= at)
+                .values(claimed_until=mine)
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                continue  # another process took it
+                continue  # another process took it, or it was sent meanwhile
             delivery = session.get_one(Delivery, delivery_id)
             secret = session.scalar(
                 select(Organisation.webhook_secret).where(Organisation.id == delivery.organisation_id)
             )
             job = (delivery.channel, delivery.address, delivery.idempotency_key, delivery.payload)
+            attempts = delivery.attempts + 1
         error = _send(*job, secret=secret, config=config)
+        values: dict[str, Any] = {"attempts": attempts, "claimed_until": None, "last_error": error}
+        if error is None:
+            values |= {"status": DeliveryStatus.sent, "sent_at": utcnow()}
+            outcome = report.sent
+        elif attempts >= config.max_attempts:
+            values |= {"status": DeliveryStatus.failed}
+            outcome = report.failed
+        else:
+            values |= {"next_attempt_at": clock() + config.backoff(attempts)}
+            outcome = report.retrying
         with session_scope(session_factory) as session:
-            delivery = session.get_one(Delivery, delivery_id)
-            delivery.attempts += 1
-            delivery.claimed_until = None
-            if error is None:
-                delivery.status = DeliveryStatus.sent
-                delivery.sent_at = utcnow()
-                delivery.last_error = None
-                report.sent.append(delivery_id)
-            elif delivery.attempts >= config.max_attempts:
-                delivery.status = DeliveryStatus.failed
-                delivery.last_error = error
-                report.failed.append(delivery_id)
-            else:
-                delivery.next_attempt_at = now + config.backoff(delivery.attempts)
-                delivery.last_error = error
-                report.retrying.append(delivery_id)
+            held = session.execute(
+                update(Delivery).where(Delivery.id == delivery_id, Delivery.claimed_until == mine).values(**values)
+            )
+        if held.rowcount == 1:  # type: ignore[attr-defined]
+            outcome.append(delivery_id)
     return report
 
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -39,8 +40,12 @@ UNANSWERED = "unanswered"
 ZERO = Decimal(0)
 
 
+# The bureau's calendar: a year of leads and deals runs from midnight to midnight in Weihai (UTC+8).
+LOCAL = ZoneInfo("Asia/Shanghai")
+
+
 def _span(year: int) -> tuple[datetime, datetime]:
-    return datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+    return datetime(year, 1, 1, tzinfo=LOCAL).astimezone(UTC), datetime(year + 1, 1, 1, tzinfo=LOCAL).astimezone(UTC)
 
 
 def _empty(org: Organisation, year: int) -> dict[str, Any]:
