@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -83,3 +84,12 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def locked(session: Session, model: Any, row_id: int) -> Any:
+    """The row, locked until the transaction ends: SELECT … FOR UPDATE on its table alone (never on the outer joins
+    its eager relationships add, which PostgreSQL refuses); SQLite's writers are serialised already."""
+    from sqlalchemy import select
+
+    session.execute(select(model.id).where(model.id == row_id).with_for_update())
+    return session.get(model, row_id, populate_existing=True)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from accounts import audit
 from accounts.policy import Principal
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from models.db import locked
 from models.tables import (
     Achievement,
     Bid,
@@ -218,7 +219,7 @@ def _milestones(data: list[MilestoneIn] | None, awarded_on: date) -> list[Milest
 def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, today: date) -> tuple[Call, SubsidyOut]:
     """Award the call to one of its bids: a deal between the need's owner and the achievement's owner, milestones,
     and measure 5's subsidy from the engine (fixed now for conversion; after acceptance for tackling)."""
-    call = session.get(Call, call_id, with_for_update=True)  # one award, however many arrive at once
+    call = locked(session, Call, call_id)  # one award, however many arrive at once
     if call is None:
         raise NotFound(f"call {call_id} not found")
     if not (actor.is_staff or actor.owns(call.owner_id)):
@@ -325,7 +326,7 @@ def _split(total: Decimal, shares: Sequence[Decimal]) -> list[Decimal]:
 
 def accept(*, session: Session, call_id: int, data: AcceptIn, actor: Principal) -> tuple[Call, SubsidyOut]:
     """A tackling project passed acceptance (验收): measure 5.1 from the engine on the actual transaction."""
-    call = session.get(Call, call_id, with_for_update=True)
+    call = locked(session, Call, call_id)
     if call is None:
         raise NotFound(f"call {call_id} not found")
     if call.call_type != CallType.tackling:

@@ -20,6 +20,7 @@ from accounts import audit
 from accounts.policy import Principal
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from models.base import as_utc, utcnow
+from models.db import locked
 from models.tables import (
     Achievement,
     Contract,
@@ -67,7 +68,7 @@ def get_deal(*, session: Session, deal_id: int, viewer: Principal, for_update: b
     """A deal its parties (buyer, seller, agency) and staff may see; NotFound for anyone else. for_update locks the
     row until the transaction ends (PostgreSQL; SQLite's writers are serialised already), so a check and the write
     it guards see the same deal."""
-    deal = session.get(Deal, deal_id, with_for_update=for_update)
+    deal = locked(session, Deal, deal_id) if for_update else session.get(Deal, deal_id)
     if deal is None or not (viewer.is_staff or viewer.organisation_id in _parties(deal)):
         raise NotFound(f"deal {deal_id} not found")
     return deal
@@ -87,7 +88,7 @@ def list_deals(*, session: Session, viewer: Principal, state: DealState | None =
 def open_deal(*, session: Session, data: DealCreate, actor: Principal) -> Deal:
     """A deal between the need's owner (buyer) and the achievement's owner (seller), in state matched."""
     # Locking the need serialises openings on it, so "one open deal per pair" holds under concurrent requests.
-    need = session.get(Need, data.need_id, with_for_update=True)
+    need = locked(session, Need, data.need_id)
     if need is None:
         raise NotFound(f"need {data.need_id} not found", field="need_id")
     achievement = session.get(Achievement, data.achievement_id)
