@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
 
 from accounts.policy import (
     ACHIEVEMENT_PUBLISHERS,
@@ -158,3 +160,19 @@ AchievementPublisherDep = Annotated[Principal, allow(ACHIEVEMENT_PUBLISHERS, "un
 ExpertDep = Annotated[Principal, allow(EXPERTS, "experts")]
 LeadRecipientDep = Annotated[Principal, allow(LEAD_RECIPIENTS, "organisations' users and staff")]
 CallPosterDep = Annotated[Principal, allow(CALL_POSTERS, "enterprises, universities and staff")]
+
+
+# Uploads (a registry list, an edited workbook): a year of rows is far smaller than this.
+MAX_UPLOAD = 20 * 2**20
+
+
+async def read_upload(file: UploadFile, *, suffixes: tuple[str, ...], what: str) -> tuple[str, bytes]:
+    """An uploaded file's suffix and bytes, or InvalidInput naming `file`: a suffix outside `suffixes`, or too big."""
+    suffix = FilePath(file.filename or "").suffix.lower()
+    if suffix not in suffixes:
+        found = suffix or "a file without an extension"
+        raise InvalidInput(f"upload {what} as {' or '.join(suffixes)}, not {found}", field="file")
+    data = await file.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        raise InvalidInput(f"the file is larger than {MAX_UPLOAD // 2**20} MiB", field="file")
+    return suffix, data

@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog.indexing import _MODELS, Indexes, Target, published_documents, to_document
+from catalog.indexing import MODELS, Indexes, Target, published_documents, to_document
 from matching.index import SearchIndex, SyncReport
 from models.changes import changes_after, last_seq
 from models.tables import Achievement, ListingStatus, Need
@@ -272,7 +272,7 @@ def _disk_pointer(index: SearchIndex) -> str | None:
 
 def _current_state(session: Session, target: Target, ids: Sequence[int]) -> tuple[list[Any], list[int]]:
     """Documents of the rows that are published now, and the ids of the rest (withdrawn, drafts, deleted)."""
-    model = _MODELS[target]
+    model = MODELS[target]
     upserts: list[Any] = []
     live: set[int] = set()
     for start in range(0, len(ids), _ROWS_CHUNK):

@@ -18,7 +18,7 @@ from models.content import content_hash
 from models.tables import Achievement, ListingStatus, Need
 
 Target = Literal["achievements", "needs"]
-_MODELS: dict[str, type[Need] | type[Achievement]] = {"achievements": Achievement, "needs": Need}
+MODELS: dict[str, type[Need] | type[Achievement]] = {"achievements": Achievement, "needs": Need}
 
 
 def need_document(row: Need) -> Document:
@@ -61,7 +61,7 @@ def to_document(row: Need | Achievement) -> Document:
 
 def published_documents(*, session: Session, target: Target, batch: int = 1000) -> Iterator[Document]:
     """Every published row of the target as a document, streamed in id order."""
-    model: type[Need] | type[Achievement] = _MODELS[target]
+    model: type[Need] | type[Achievement] = MODELS[target]
     last = 0
     while True:
         rows = cast(

@@ -6,6 +6,8 @@ from typing import Any
 
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
 
 def cell(value: Any) -> Any:
     """A value a worksheet can hold: text loses the control characters XLSX cannot store (names typed or imported

@@ -10,9 +10,8 @@ from typing import Any
 from fastapi import APIRouter, UploadFile
 from sqlalchemy.orm import Session
 
-from app.deps import IdPath, LeadRecipientDep, RuntimeDep, SessionDep, StaffDep
+from app.deps import IdPath, LeadRecipientDep, RuntimeDep, SessionDep, StaffDep, read_upload
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
-from core.errors import InvalidInput
 from models.tables import Deal, DealState
 from subsidy.parameters import default_parameters
 from workflow.deals import service
@@ -28,7 +27,6 @@ from workflow.deals.schemas import (
     TransitionIn,
 )
 
-MAX_UPLOAD = 20 * 2**20  # a registry list of a whole year is far smaller
 router = APIRouter(prefix="/api/v1/deals", tags=["deals"], responses=PROBLEM_RESPONSES)
 
 
@@ -95,12 +93,7 @@ async def reconciliation(session: SessionDep, _: StaffDep, file: UploadFile) -> 
     """Reconcile the registration office's list of registered contracts (XLSX or CSV) with the platform's deals
     (staff): every differing field, registered contracts with no deal, platform contracts the list lacks, and the
     rows that could not be read (row, field, why)."""
-    suffix = Path(file.filename or "").suffix.lower()
-    if suffix not in (".xlsx", ".csv", ".tsv"):
-        raise InvalidInput(f"upload an .xlsx or .csv file, not {suffix or 'a file without an extension'}", field="file")
-    data = await file.read(MAX_UPLOAD + 1)
-    if len(data) > MAX_UPLOAD:
-        raise InvalidInput(f"the file is larger than {MAX_UPLOAD // 2**20} MiB", field="file")
+    suffix, data = await read_upload(file, suffixes=(".xlsx", ".csv", ".tsv"), what="the registry list")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"registry{suffix}"
         path.write_bytes(data)

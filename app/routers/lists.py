@@ -11,16 +11,14 @@ from fastapi import APIRouter, Response, UploadFile
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from app.deps import IdPath, SessionDep, SignedInDep, StaffDep
+from app.deps import IdPath, SessionDep, SignedInDep, StaffDep, read_upload
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
-from core.errors import InvalidInput
 from models.base import storable
 from models.tables import CatalogueList, IngestKind
 from workflow.lists import service
+from workflow.xlsx import XLSX
 
 router = APIRouter(prefix="/api/v1/lists", tags=["lists"], responses=PROBLEM_RESPONSES)
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-MAX_UPLOAD = 20 * 2**20
 Text = Annotated[str, AfterValidator(storable)]
 
 
@@ -120,11 +118,7 @@ def list_versions(list_id: IdPath, session: SessionDep, _: StaffDep) -> list[dic
 async def import_list(list_id: IdPath, session: SessionDep, actor: StaffDep, file: UploadFile) -> dict[str, Any]:
     """Import an edited export (XLSX, staff): per-row results; good rows apply, each bad row is named with its
     sheet, row, column and why."""
-    if Path(file.filename or "").suffix.lower() != ".xlsx":
-        raise InvalidInput("upload the list as an .xlsx workbook", field="file")
-    data = await file.read(MAX_UPLOAD + 1)
-    if len(data) > MAX_UPLOAD:
-        raise InvalidInput(f"the file is larger than {MAX_UPLOAD // 2**20} MiB", field="file")
+    _, data = await read_upload(file, suffixes=(".xlsx",), what="the list")
     catalogue = service.get_list(session=session, list_id=list_id)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "list.xlsx"

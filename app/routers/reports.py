@@ -11,9 +11,9 @@ from app.errors import PROBLEM_RESPONSES
 from core.errors import NotFound
 from models.tables import OrgKind
 from workflow.reports import service
+from workflow.xlsx import XLSX
 
 router = APIRouter(prefix="/api/v1", tags=["reports"], responses=PROBLEM_RESPONSES)
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 Year = Annotated[int, Query(ge=2000, le=2100, description="The calendar year")]
 
 

@@ -13,8 +13,8 @@ from models.base import storable
 from subsidy import service
 from subsidy.schemas import EvaluateRequest, EvaluateResponse
 from workflow.ledger import service as ledger_service
+from workflow.xlsx import XLSX
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 Year = Annotated[int, Query(ge=2000, le=2100, description="The year (当年)")]
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from accounts.policy import LEAD_RECIPIENTS, PUBLIC, STAFF
-from app.deps import RuntimeDep, SessionDep
+from app.deps import RuntimeDep, SessionDep, read_upload
 from app.routers.pages import _errors, _posted, _render, _row_id
 from app.web import CSRF_FIELD, PageSession, check_csrf, page_allow
 from core.errors import InvalidInput, NotFound
@@ -45,9 +45,9 @@ from workflow.push import delivery
 from workflow.push import service as push
 from workflow.push.schemas import RESPONSES
 from workflow.reports import service as reports
+from workflow.xlsx import XLSX
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
-MAX_UPLOAD = 20 * 2**20
 
 RecipientPage = Annotated[PageSession, page_allow(LEAD_RECIPIENTS, "organisations' users and staff")]
 StaffPage = Annotated[PageSession, page_allow(STAFF, "staff")]
@@ -66,6 +66,11 @@ STATE_NAMES = {
 }
 CONTRACT_NAMES = {"development": "技术开发", "transfer": "技术转让", "consulting": "技术咨询", "service": "技术服务"}
 BOARD = [s for s in DealState]
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    """A form's validation errors as one InvalidInput, each field named."""
+    return InvalidInput("; ".join(f"{k}: {v}" for k, v in _errors(exc).items()))
 
 
 def _note(form: dict[str, str]) -> str:
@@ -148,7 +153,7 @@ def _open_deal_sync(lead_id: int, runtime: Any, page: PageSession, form: dict[st
                 need_id=lead.need_id, achievement_id=lead.achievement_id, lead_id=lead.id, note=form.get("note", "")
             )
         except ValidationError as exc:
-            raise InvalidInput("; ".join(f"{k}: {v}" for k, v in _errors(exc).items())) from None
+            raise _invalid(exc) from None
         deal = deals.open_deal(session=session, data=data, actor=page.principal)
         session.commit()
         deal_id = deal.id
@@ -471,7 +476,7 @@ async def bid_page(call_id: int, request: Request, runtime: RuntimeDep, page: Re
             }
         )
     except ValidationError as exc:
-        raise InvalidInput("; ".join(f"{k}: {v}" for k, v in _errors(exc).items())) from None
+        raise _invalid(exc) from None
     return await run_in_threadpool(_bid_sync, call_id, runtime, page, data)
 
 
@@ -489,7 +494,7 @@ async def award_page(call_id: int, request: Request, runtime: RuntimeDep, page: 
     try:
         data = AwardIn.model_validate({"bid_id": form.get("bid_id", ""), "awarded_on": form.get("awarded_on") or None})
     except ValidationError as exc:
-        raise InvalidInput("; ".join(f"{k}: {v}" for k, v in _errors(exc).items())) from None
+        raise _invalid(exc) from None
     return await run_in_threadpool(_award_sync, call_id, runtime, page, data)
 
 
@@ -534,11 +539,7 @@ async def list_import_page(list_id: int, request: Request, runtime: RuntimeDep, 
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise InvalidInput("choose the edited .xlsx workbook", field="file")
-    if not (upload.filename or "").lower().endswith(".xlsx"):
-        raise InvalidInput("upload the list as an .xlsx workbook", field="file")
-    data = await upload.read(MAX_UPLOAD + 1)
-    if len(data) > MAX_UPLOAD:
-        raise InvalidInput(f"the file is larger than {MAX_UPLOAD // 2**20} MiB", field="file")
+    _, data = await read_upload(upload, suffixes=(".xlsx",), what="the list")
     return await run_in_threadpool(_list_import_sync, list_id, request, runtime, page, data)
 
 
@@ -565,8 +566,6 @@ def _list_import_sync(list_id: int, request: Request, runtime: Any, page: PageSe
 
 
 # --- workbooks for the signed-in pages (the API's are for bearer tokens) -----------------------------------------
-
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _workbook(body: bytes, name: str) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import re
 import shutil
@@ -171,3 +173,35 @@ def shot(page: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+# --- a catalogue and one push batch (tests/app/test_deals.py, test_ledger.py, test_pages_workflow.py) --------------
+
+DEMO_DATA = Path(__file__).resolve().parents[2] / "ingest" / "demo_data"
+
+
+def push_university_leads(
+    client: TestClient, people: dict[str, dict], *, achievements: int, needs: int, facts: dict[str, dict] | None = None
+) -> list[dict]:
+    """The first `achievements` shipped achievements owned by the university, the first `needs` shipped needs owned
+    by enterprise A (after setting `facts` on the organisations, keyed by people["orgs"] name), the university
+    subscribed to needs at any score, one push batch: the university's inbox."""
+    orgs = people["orgs"]
+    for name, body in (facts or {}).items():
+        assert client.patch(f"/api/v1/organisations/{orgs[name]}", json=body, headers=STAFF).status_code == 200
+    with gzip.open(DEMO_DATA / "achievements.jsonl.gz", "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for _, line in zip(range(achievements), handle, strict=False)]
+    for row in rows:
+        body = {k: row[k] for k in ("external_id", "title", "abstract", "keywords", "field")} | {
+            "owner_id": orgs["uni"]
+        }
+        assert client.post("/api/v1/achievements", json=body, headers=STAFF).status_code == 201
+    for line in (DEMO_DATA / "needs.jsonl").read_text(encoding="utf-8").splitlines()[:needs]:
+        row = json.loads(line)
+        body = {k: row[k] for k in ("title", "description", "field")} | {"owner_id": orgs["ent_a"]}
+        assert client.post("/api/v1/needs", json=body, headers=STAFF).status_code == 201
+    uni = people["university"]["headers"]
+    r = client.post("/api/v1/subscriptions", json={"target": "needs", "min_score": -1000}, headers=uni)
+    assert r.status_code == 201, r.text
+    assert client.post("/api/v1/push/run", headers=STAFF).json()["leads"] > 0
+    return list(client.get("/api/v1/inbox", headers=uni).json()["items"])

@@ -4,8 +4,6 @@ stored, 409 naming the allowed states, contract and payments over two years as d
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,39 +13,16 @@ from fastapi.testclient import TestClient
 from app.runtime import Runtime
 from models.base import utcnow
 from models.tables import Deal
-from tests.app.conftest import STAFF
+from tests.app.conftest import STAFF, push_university_leads
 
 pytestmark = pytest.mark.slow
-
-DEMO = Path(__file__).resolve().parents[2] / "ingest" / "demo_data"
 
 
 @pytest.fixture(scope="module")
 def leads(client: TestClient, people: dict[str, dict]) -> dict[str, Any]:
     """20 achievements of the university, 4 needs of enterprise A, one push batch: the university's leads."""
-    orgs = people["orgs"]
-    with gzip.open(DEMO / "achievements.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for _, line in zip(range(20), handle, strict=False)]
-    for row in rows:
-        body = {k: row[k] for k in ("external_id", "title", "abstract", "keywords", "field")} | {
-            "owner_id": orgs["uni"]
-        }
-        assert client.post("/api/v1/achievements", json=body, headers=STAFF).status_code == 201
-    for line in (DEMO / "needs.jsonl").read_text(encoding="utf-8").splitlines()[:4]:
-        row = json.loads(line)
-        body = {
-            "title": row["title"],
-            "description": row["description"],
-            "field": row["field"],
-            "owner_id": orgs["ent_a"],
-        }
-        assert client.post("/api/v1/needs", json=body, headers=STAFF).status_code == 201
-    headers = people["university"]["headers"]
-    r = client.post("/api/v1/subscriptions", json={"target": "needs", "min_score": -1000}, headers=headers)
-    assert r.status_code == 201, r.text
-    assert client.post("/api/v1/push/run", headers=STAFF).json()["leads"] > 0
-    items = client.get("/api/v1/inbox", headers=headers).json()["items"]
-    return {"items": items, "agency": orgs["agency"]}
+    items = push_university_leads(client, people, achievements=20, needs=4)
+    return {"items": items, "agency": people["orgs"]["agency"]}
 
 
 def _go(client: TestClient, deal_id: int, to: str, headers: dict[str, str], note: str = "") -> Any:

@@ -5,7 +5,6 @@ deals; every item leads back to its deals, payments, leads and matches; frozen v
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import io
 import json
 from decimal import Decimal
@@ -22,12 +21,11 @@ from app import cli as app_cli
 from app.runtime import Runtime
 from subsidy import cli as subsidy_cli
 from subsidy.parameters import DEFAULT_PARAMS_FILE, load_parameters
-from tests.app.conftest import STAFF
+from tests.app.conftest import STAFF, push_university_leads
 from workflow.ledger import service as ledger
 
 pytestmark = pytest.mark.slow
 
-DEMO = Path(__file__).resolve().parents[2] / "ingest" / "demo_data"
 
 DEAL_1 = {
     "contract": {
@@ -84,35 +82,13 @@ def _walk(
 def deals(client: TestClient, people: dict[str, dict]) -> dict[str, Any]:
     orgs = people["orgs"]
     facts = {
-        orgs["ent_a"]: {"in_weihai": True, "has_rd_activity": True},
-        orgs["uni"]: {"in_weihai": True},
-        orgs["agency"]: {"in_weihai": True, "filed": True},
+        "ent_a": {"in_weihai": True, "has_rd_activity": True},
+        "uni": {"in_weihai": True},
+        "agency": {"in_weihai": True, "filed": True},
     }
-    for org, body in facts.items():
-        assert client.patch(f"/api/v1/organisations/{org}", json=body, headers=STAFF).status_code == 200
-    with gzip.open(DEMO / "achievements.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for _, line in zip(range(12), handle, strict=False)]
-    for row in rows:
-        body = {k: row[k] for k in ("external_id", "title", "abstract", "keywords", "field")} | {
-            "owner_id": orgs["uni"]
-        }
-        assert client.post("/api/v1/achievements", json=body, headers=STAFF).status_code == 201
-    for line in (DEMO / "needs.jsonl").read_text(encoding="utf-8").splitlines()[:3]:
-        row = json.loads(line)
-        body = {
-            "title": row["title"],
-            "description": row["description"],
-            "field": row["field"],
-            "owner_id": orgs["ent_a"],
-        }
-        assert client.post("/api/v1/needs", json=body, headers=STAFF).status_code == 201
+    items = push_university_leads(client, people, achievements=12, needs=3, facts=facts)
+    assert len(items) >= 2
     uni = people["university"]["headers"]
-    assert (
-        client.post("/api/v1/subscriptions", json={"target": "needs", "min_score": -1000}, headers=uni).status_code
-        == 201
-    )
-    assert client.post("/api/v1/push/run", headers=STAFF).json()["leads"] >= 2
-    items = client.get("/api/v1/inbox", headers=uni).json()["items"]
     first = items[0]
     second = next(
         i for i in items if (i["need_id"], i["achievement_id"]) != (first["need_id"], first["achievement_id"])

@@ -4,9 +4,6 @@ it. Every click is checked in the database, not only on the page."""
 
 from __future__ import annotations
 
-import gzip
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,43 +12,16 @@ from sqlalchemy import func, select
 
 from app.runtime import Runtime
 from models.tables import Deal, DealEvent, GradedPair, GradeSource, Lead, PushBatch, SubsidyLedger
-from tests.app.conftest import STAFF, shot, sign_in_browser
+from tests.app.conftest import STAFF, push_university_leads, shot, sign_in_browser
 
 pytestmark = pytest.mark.slow
-
-DEMO = Path(__file__).resolve().parents[2] / "ingest" / "demo_data"
 
 
 @pytest.fixture(scope="module")
 def pushed(client: TestClient, people: dict[str, dict]) -> list[dict[str, Any]]:
     """The university's leads after one push batch over 20 of its achievements and 4 of enterprise A's needs."""
-    orgs = people["orgs"]
-    facts = {orgs["ent_a"]: {"in_weihai": True, "has_rd_activity": True}, orgs["uni"]: {"in_weihai": True}}
-    for org, body in facts.items():
-        assert client.patch(f"/api/v1/organisations/{org}", json=body, headers=STAFF).status_code == 200
-    with gzip.open(DEMO / "achievements.jsonl.gz", "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for _, line in zip(range(20), handle, strict=False)]
-    for row in rows:
-        body = {k: row[k] for k in ("external_id", "title", "abstract", "keywords", "field")} | {
-            "owner_id": orgs["uni"]
-        }
-        assert client.post("/api/v1/achievements", json=body, headers=STAFF).status_code == 201
-    for line in (DEMO / "needs.jsonl").read_text(encoding="utf-8").splitlines()[:4]:
-        row = json.loads(line)
-        body = {
-            "title": row["title"],
-            "description": row["description"],
-            "field": row["field"],
-            "owner_id": orgs["ent_a"],
-        }
-        assert client.post("/api/v1/needs", json=body, headers=STAFF).status_code == 201
-    uni = people["university"]["headers"]
-    assert (
-        client.post("/api/v1/subscriptions", json={"target": "needs", "min_score": -1000}, headers=uni).status_code
-        == 201
-    )
-    assert client.post("/api/v1/push/run", headers=STAFF).json()["leads"] > 0
-    return list(client.get("/api/v1/inbox", headers=uni).json()["items"])
+    facts = {"ent_a": {"in_weihai": True, "has_rd_activity": True}, "uni": {"in_weihai": True}}
+    return push_university_leads(client, people, achievements=20, needs=4, facts=facts)
 
 
 def test_a_university_answers_a_lead_and_walks_the_deal(

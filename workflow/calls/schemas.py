@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from models.base import as_utc, storable
 from models.tables import CallKind, CallType
 from subsidy.schemas import Money, StoredYuan
+from workflow.schemas import StrictIn, UtcDateTime
 
-UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable(cls, v: Any) -> Any:
-        return storable(v)
-
-
-class CallCreate(_Strict):
+class CallCreate(StrictIn):
     """Post a published listing of your own as a call: a need (enterprise) or an achievement (university)."""
 
     kind: CallKind
@@ -35,7 +25,7 @@ class CallCreate(_Strict):
     deadline: date
 
 
-class BidCreate(_Strict):
+class BidCreate(StrictIn):
     """Answer a call from the other side: your own listing of the other kind (needed for the award), the proposal,
     the team, the amount and the timeline."""
 
@@ -46,13 +36,13 @@ class BidCreate(_Strict):
     amount_yuan: StoredYuan
 
 
-class MilestoneIn(_Strict):
+class MilestoneIn(StrictIn):
     name: str = Field(min_length=1, max_length=200)
     due_on: date
     share: Decimal = Field(gt=0, le=1, max_digits=5, decimal_places=4)
 
 
-class AwardIn(_Strict):
+class AwardIn(StrictIn):
     """Award the call to a bid; a conversion project's subsidy is paid per milestone (shares summing to 1)."""
 
     bid_id: RowId
@@ -60,14 +50,14 @@ class AwardIn(_Strict):
     awarded_on: date | None = None  # default today
 
 
-class AcceptIn(_Strict):
+class AcceptIn(StrictIn):
     """A tackling project passed acceptance (验收): the day, and the actual transaction (default: the contract's)."""
 
     accepted_on: date
     transaction_yuan: StoredYuan | None = None
 
 
-class ReachedIn(_Strict):
+class ReachedIn(StrictIn):
     reached_on: date
 
 

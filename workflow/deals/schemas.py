@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from models.base import as_utc, storable
 from models.tables import ContractType, DealState
 from subsidy.schemas import Money, StoredYuan
+from workflow.schemas import StrictIn, UtcDateTime
 
-UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable(cls, v: Any) -> Any:
-        return storable(v)
-
-
-class DealCreate(_Strict):
+class DealCreate(StrictIn):
     """Open a deal on a need and an achievement: from a lead its recipient answered with interest, or by staff."""
 
     need_id: RowId
@@ -34,12 +24,12 @@ class DealCreate(_Strict):
     note: str = Field(default="", max_length=2000)
 
 
-class TransitionIn(_Strict):
+class TransitionIn(StrictIn):
     to: DealState
     note: str = Field(default="", max_length=2000)
 
 
-class ContractIn(_Strict):
+class ContractIn(StrictIn):
     """The deal's technology contract; registration_no and registered_on once it is registered (登记备案)."""
 
     type: ContractType
@@ -49,7 +39,7 @@ class ContractIn(_Strict):
     registered_on: date | None = None
 
 
-class PaymentIn(_Strict):
+class PaymentIn(StrictIn):
     paid_on: date
     amount_yuan: StoredYuan
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from accounts import audit
 from accounts.policy import Principal
+from catalog.indexing import MODELS
 from core.errors import InvalidInput, NotFound
 from ingest.readers import Unreadable
 from models.tables import (
@@ -55,7 +56,7 @@ _SHEET_BAD = re.compile(r"[\[\]:*?/\\]")
 
 
 def _model(kind: IngestKind) -> type[Need] | type[Achievement]:
-    return Need if kind == IngestKind.needs else Achievement
+    return MODELS[kind]
 
 
 def compile_list(

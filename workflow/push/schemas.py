@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models.base import as_utc, storable
 from models.tables import LeadResponse, SubscriptionTarget
-
-UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
+from workflow.schemas import StrictIn, UtcDateTime
 
 # What each coded response means, shown beside the buttons; and the grade it becomes (graded_pairs, source push).
 RESPONSES: dict[LeadResponse, str] = {
@@ -37,16 +34,7 @@ RESPONSE_GRADES: dict[LeadResponse, int] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable(cls, v: Any) -> Any:
-        return storable(v)
-
-
-class SubscriptionCreate(_Strict):
+class SubscriptionCreate(StrictIn):
     """Subscribe an organisation (the caller's own unless staff) to leads of one kind."""
 
     organisation_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
@@ -134,5 +122,5 @@ class Inbox(BaseModel):
     items: list[InboxItem]
 
 
-class RespondIn(_Strict):
+class RespondIn(StrictIn):
     response: LeadResponse

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from accounts import audit
 from accounts.policy import Principal
 from accounts.service import get_organisation
-from catalog.indexing import Indexes, Target
+from catalog.indexing import MODELS, Indexes, Target
 from catalog.match import Match, match_text, matches_for_achievement, matches_for_need
 from core.errors import Forbidden, InvalidInput, NotFound
 from matching.text import normalise
@@ -257,7 +257,7 @@ def _own_published(session: Session, model: type[Need] | type[Achievement], orga
 
 
 def _model(kind: IngestKind) -> type[Need] | type[Achievement]:
-    return Need if kind == IngestKind.needs else Achievement
+    return MODELS[kind]
 
 
 def _owned_ids(session: Session, kind: IngestKind, organisation_id: int, ids: Sequence[int]) -> set[int]:

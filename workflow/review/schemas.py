@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from models.base import as_utc, storable
 from models.tables import ReviewReason
+from workflow.schemas import StrictIn, UtcDateTime
 
 _ID = Field(ge=1, le=2**31 - 1)
-# Answered with its offset (RFC 3339 date-time), whichever database the row came from.
-UtcDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 # The grades an expert gives, with the definitions shown beside every item (评分标准).
 GRADE_SCALE: dict[int, str] = {
@@ -31,16 +28,7 @@ REASONS: dict[str, str] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable(cls, v: Any) -> Any:
-        return storable(v)
-
-
-class RoundCreate(_Strict):
+class RoundCreate(StrictIn):
     """Open a round: pool the rankers' top `depth` for each need, give each pair `judges_per_pair` experts."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -65,7 +53,7 @@ class RoundCreated(BaseModel):
     ranker_version: str
 
 
-class GradeIn(_Strict):
+class GradeIn(StrictIn):
     """A grade 0-3, or can't judge (grade null), with an optional reason code."""
 
     grade: int | None = Field(default=None, ge=0, le=3)
@@ -81,7 +69,7 @@ class GradeIn(_Strict):
         return self
 
 
-class AdjudicateIn(_Strict):
+class AdjudicateIn(StrictIn):
     """Staff settle a disputed pair with the grade that stands."""
 
     grade: int = Field(ge=0, le=3)
