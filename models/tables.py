@@ -335,26 +335,34 @@ class ReviewRound(Base):
     ranker_version: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set for a 揭榜 call's shortlisting round (入围评审): its pairs are the call × each bid, not pooled matches.
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"), index=True)
 
 
 class ReviewPair(Base):
     """One (need, achievement) pair a round judges; `grade` is the merged grade once its judges agree or staff
-    adjudicate, `disputed` while their grades differ by 2 or more and nobody has adjudicated."""
+    adjudicate, `disputed` while their grades differ by 2 or more and nobody has adjudicated.
+
+    In a call's shortlisting round the pair is the call × one bid (`bid_id`): the call's listing on its side and the
+    bid's own listing, where it names one, on the other (either may then be None).
+    """
 
     __tablename__ = "review_pairs"
     __table_args__ = (UniqueConstraint("round_id", "need_id", "achievement_id", name="uq_review_pairs_round_pair"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("review_rounds.id", ondelete="CASCADE"), index=True)
-    need_id: Mapped[int] = mapped_column(ForeignKey("needs.id"))
-    achievement_id: Mapped[int] = mapped_column(ForeignKey("achievements.id"))
+    need_id: Mapped[int | None] = mapped_column(ForeignKey("needs.id"))
+    achievement_id: Mapped[int | None] = mapped_column(ForeignKey("achievements.id"))
+    bid_id: Mapped[int | None] = mapped_column(ForeignKey("bids.id"), unique=True)
     grade: Mapped[int | None] = mapped_column(Integer)
     disputed: Mapped[bool] = mapped_column(Boolean, default=False)
     adjudicated_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     adjudicated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    need: Mapped[Need] = relationship(lazy="joined")
-    achievement: Mapped[Achievement] = relationship(lazy="joined")
+    need: Mapped[Need | None] = relationship(lazy="joined")
+    achievement: Mapped[Achievement | None] = relationship(lazy="joined")
+    bid: Mapped[Bid | None] = relationship(lazy="joined")
 
 
 class ReviewRun(Base):
@@ -730,6 +738,8 @@ class Bid(Base):
     status: Mapped[BidStatus] = mapped_column(_enum(BidStatus, "bid_status"), default=BidStatus.submitted)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    call: Mapped[Call] = relationship(lazy="joined")
 
 
 class Milestone(Base):

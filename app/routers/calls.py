@@ -13,7 +13,7 @@ from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from app.schemas import MatchResponse
 from catalog.match import matches_for_achievement, matches_for_need
 from models.tables import Call, CallKind, CallStatus
-from workflow.calls import service
+from workflow.calls import service, shortlist
 from workflow.calls.schemas import (
     AcceptIn,
     AwardIn,
@@ -24,6 +24,9 @@ from workflow.calls.schemas import (
     CallOut,
     MilestoneOut,
     ReachedIn,
+    ShortlistingIn,
+    ShortlistingOut,
+    StandingOut,
     SubsidyOut,
 )
 
@@ -105,6 +108,44 @@ def list_bids(call_id: IdPath, session: SessionDep, viewer: LeadRecipientDep) ->
     """The call's bids: all for its owner and staff, your own for a bidder."""
     call = service.get_call(session=session, call_id=call_id)
     return [BidOut.model_validate(b) for b in service.bids_of(session=session, call=call, viewer=viewer)]
+
+
+@router.post("/{call_id}/shortlisting", status_code=201, response_model=ShortlistingOut, responses=BODY_RESPONSES)
+def open_shortlisting(
+    call_id: IdPath, body: ShortlistingIn, session: SessionDep, runtime: RuntimeDep, actor: StaffDep
+) -> ShortlistingOut:
+    """Expert shortlisting (入围评审, staff): a review round over the call × each bid no round has judged yet, assigned
+    without conflicts of interest; experts grade the bids in their queue, and only a shortlisted bid is awarded."""
+    call = service.get_call(session=session, call_id=call_id)
+    opened = shortlist.open_shortlisting(
+        session=session,
+        call_id=call.id,
+        data=body,
+        embedder=runtime.embedder,
+        listing_text=service.listing_text(session, call),
+        actor=actor,
+    )
+    session.commit()  # before the answer: the experts' queues show the items at once
+    return ShortlistingOut(round_id=opened.round.id, bids=opened.pairs, assignments=opened.assignments)
+
+
+@router.get("/{call_id}/shortlist", response_model=list[StandingOut])
+def standings(call_id: IdPath, session: SessionDep, viewer: LeadRecipientDep) -> list[StandingOut]:
+    """Where each bid stands in the shortlisting, best first (owner and staff: every bid; a bidder: its own)."""
+    call = service.get_call(session=session, call_id=call_id)
+    bids = service.bids_of(session=session, call=call, viewer=viewer)
+    return [
+        StandingOut(
+            bid_id=s.bid.id,
+            organisation_id=s.bid.organisation_id,
+            amount_yuan=s.bid.amount_yuan,
+            round_id=s.round_id,
+            grade=s.grade,
+            grades=s.grades,
+            status=s.status,
+        )
+        for s in shortlist.standings(session=session, bids=bids)
+    ]
 
 
 @router.post("/{call_id}/award", response_model=AwardOut, responses=BODY_RESPONSES)

@@ -40,7 +40,7 @@ from catalog.schemas import AchievementCreate, AchievementUpdate, NeedCreate, Ne
 from core.errors import DomainError, Forbidden, InvalidInput, NotFound
 from models.tables import Role
 from workflow.review import service as review
-from workflow.review.schemas import GRADE_SCALE, REASONS, GradeIn
+from workflow.review.schemas import BID_SCALE, GRADE_SCALE, REASONS, GradeIn
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 PAGE_SIZE = 10
@@ -454,7 +454,16 @@ def _edit_sync(
 def review_queue(request: Request, session: SessionDep, page: ExpertPage) -> Response:
     """My review items, one at a time: 0-3 grade, n can't judge; the next appears at once."""
     items, remaining = review.queue(session=session, expert=page.principal, limit=100)
-    return _render(request, page, "queue.html", items=items, remaining=remaining, scale=GRADE_SCALE, reasons=REASONS)
+    return _render(
+        request,
+        page,
+        "queue.html",
+        items=items,
+        remaining=remaining,
+        scale=GRADE_SCALE,
+        bid_scale=BID_SCALE,
+        reasons=REASONS,
+    )
 
 
 @router.post("/review/items/{item_id}/grade")

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Query
 
 from app.deps import ExpertDep, IdPath, RuntimeDep, SessionDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
-from models.tables import ReviewRound
+from models.tables import ReviewItem, ReviewRound
 from workflow.review import service
 from workflow.review.schemas import (
     AchievementView,
     AdjudicateIn,
+    BidView,
     GradeIn,
     GradeOut,
     NeedView,
@@ -93,17 +94,33 @@ def queue(session: SessionDep, expert: ExpertDep, limit: Annotated[int, Query(ge
     items, remaining = service.queue(session=session, expert=expert, limit=limit)
     return Queue(
         remaining=remaining,
-        items=[
-            QueueItem(
-                id=i.id,
-                round_id=i.round_id,
-                need=NeedView(id=i.pair.need.id, title=i.pair.need.title, description=i.pair.need.description),
-                achievement=AchievementView(
-                    id=i.pair.achievement.id, title=i.pair.achievement.title, abstract=i.pair.achievement.abstract
-                ),
-            )
-            for i in items
-        ],
+        items=[_item(i) for i in items],
+    )
+
+
+def _item(item: ReviewItem) -> QueueItem:
+    pair = item.pair
+    need, achievement, bid = pair.need, pair.achievement, pair.bid
+    return QueueItem(
+        id=item.id,
+        round_id=item.round_id,
+        need=NeedView(id=need.id, title=need.title, description=need.description) if need else None,
+        achievement=AchievementView(id=achievement.id, title=achievement.title, abstract=achievement.abstract)
+        if achievement
+        else None,
+        bid=BidView(
+            id=bid.id,
+            call_id=bid.call_id,
+            call_kind=bid.call.kind,
+            call_type=bid.call.call_type,
+            posted_amount_yuan=bid.call.posted_amount_yuan,
+            proposal=bid.proposal,
+            team=bid.team,
+            timeline=bid.timeline,
+            amount_yuan=bid.amount_yuan,
+        )
+        if bid
+        else None,
     )
 
 
@@ -132,6 +149,7 @@ def adjudicate(pair_id: IdPath, body: AdjudicateIn, session: SessionDep, actor: 
         round_id=pair.round_id,
         need_id=pair.need_id,
         achievement_id=pair.achievement_id,
+        bid_id=pair.bid_id,
         grade=pair.grade,
         disputed=pair.disputed,
     )
@@ -154,6 +172,7 @@ def _report(session: SessionDep, review: ReviewRound) -> RoundReport:
                 round_id=p.round_id,
                 need_id=p.need_id,
                 achievement_id=p.achievement_id,
+                bid_id=p.bid_id,
                 grade=p.grade,
                 disputed=p.disputed,
                 grades=grades,

@@ -36,7 +36,8 @@ from models.tables import (
     OrgKind,
 )
 from workflow.calls import service as calls
-from workflow.calls.schemas import AwardIn, BidCreate
+from workflow.calls import shortlist
+from workflow.calls.schemas import AwardIn, BidCreate, ShortlistingIn
 from workflow.deals import service as deals
 from workflow.deals.schemas import DealCreate
 from workflow.ledger import service as ledger
@@ -409,6 +410,15 @@ CALL_STATUS_NAMES = {
 }
 
 
+STANDING_NAMES = {
+    "not_reviewed": "未评审",
+    "pending": "评审中",
+    "disputed": "评分分歧，待裁定",
+    "shortlisted": "入围",
+    "not_shortlisted": "未入围",
+}
+
+
 @router.get("/calls")
 def calls_hall(request: Request, session: SessionDep, page: PublicCallsPage) -> Response:
     """The calls hall: every call, open ones first, with its posted amount, deadline and bids so far."""
@@ -452,6 +462,8 @@ def call_page(call_id: int, request: Request, session: SessionDep, page: PublicC
         mine=mine,
         other=other,
         may_award=me.is_staff or me.owns(call.owner_id),
+        standing={s.bid.id: s for s in shortlist.standings(session=session, bids=bids)},
+        standing_names=STANDING_NAMES,
         subsidy=calls.subsidy_of(call),
         milestones=calls.milestones_of(session=session, call_id=call.id),
         names=_names(session),
@@ -483,6 +495,32 @@ async def bid_page(call_id: int, request: Request, runtime: RuntimeDep, page: Re
 def _bid_sync(call_id: int, runtime: Any, page: PageSession, data: BidCreate) -> Response:
     with runtime.write_session_factory() as session:
         calls.add_bid(session=session, call_id=_row_id(call_id), data=data, actor=page.principal, today=dt.date.today())
+        session.commit()
+    return RedirectResponse(f"/calls/{call_id}#bids", status_code=303)
+
+
+@router.post("/calls/{call_id}/shortlisting")
+async def shortlisting_page(call_id: int, request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
+    """Send the call's unjudged bids to experts for shortlisting (staff)."""
+    form = await _posted(request, page)
+    try:
+        data = ShortlistingIn.model_validate({"judges_per_pair": form.get("judges_per_pair") or 3})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return await run_in_threadpool(_shortlisting_sync, call_id, runtime, page, data)
+
+
+def _shortlisting_sync(call_id: int, runtime: Any, page: PageSession, data: ShortlistingIn) -> Response:
+    with runtime.write_session_factory() as session:
+        call = calls.get_call(session=session, call_id=_row_id(call_id))
+        shortlist.open_shortlisting(
+            session=session,
+            call_id=call.id,
+            data=data,
+            embedder=runtime.embedder,
+            listing_text=calls.listing_text(session, call),
+            actor=page.principal,
+        )
         session.commit()
     return RedirectResponse(f"/calls/{call_id}#bids", status_code=303)
 

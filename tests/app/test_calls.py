@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
-from tests.app.conftest import STAFF
+from app.runtime import Runtime
+from models.tables import GradedPair
+from tests.app.conftest import STAFF, organisation, sign_up
 
 pytestmark = pytest.mark.slow
 
@@ -188,3 +191,81 @@ def test_milestone_shares_must_add_up_to_the_whole(
     r = _award(client, people, call_id, bid_id, milestones=shares)
     assert r.status_code == 422 and "milestones" in r.text and "0.9" in r.text
     assert client.get(f"/api/v1/calls/{call_id}", headers=STAFF).json()["status"] == "open"  # nothing half-done
+
+
+def test_experts_shortlist_the_bids_and_only_a_shortlisted_bid_is_awarded(
+    client: TestClient, runtime: Runtime, people: dict[str, dict], listings: dict[str, Any]
+) -> None:
+    orgs = people["orgs"]
+    institute = organisation(client, "某某研究院", "university")
+    bidder_b = sign_up(client, "inst-1", "university", institute)
+    # Three experts without an affiliation (with the fixture's), one of a bidder's university, one of the
+    # enterprise that posted the call.
+    free = [sign_up(client, f"sl-expert-{i}", "expert", expertise="复合材料 成型工艺") for i in (1, 2)]
+    of_bidder = sign_up(client, "sl-expert-uni", "expert", orgs["uni"], expertise="复合材料")
+    of_owner = sign_up(client, "sl-expert-ent", "expert", orgs["ent_a"], expertise="复合材料")
+    posted = {"title": "风电叶片复合材料回收再利用", "description": "退役叶片的热解回收工艺", "owner_id": orgs["ent_a"]}
+    need = client.post("/api/v1/needs", json=posted, headers=STAFF).json()["id"]
+    call_id = _call(client, people, need, "conversion", "3000000.00")
+    bid_a = _bid(client, people, call_id, listings["achievements"][0])
+    body = {"proposal": "热解回收碳纤维", "amount_yuan": "800000.00"}
+    r = client.post(f"/api/v1/calls/{call_id}/bids", json=body, headers=bidder_b["headers"])
+    assert r.status_code == 201, r.text
+    bid_b = r.json()["id"]
+
+    # Only staff open shortlisting; three judges a bid are more than the two experts free of conflicts.
+    opened = client.post(f"/api/v1/calls/{call_id}/shortlisting", json={}, headers=people["enterprise"]["headers"])
+    assert opened.status_code == 403
+    r = client.post(f"/api/v1/calls/{call_id}/shortlisting", json={"judges_per_pair": 4}, headers=STAFF)
+    assert r.status_code == 422 and "conflict of interest" in r.json()["detail"], r.text
+    r = client.post(f"/api/v1/calls/{call_id}/shortlisting", json={"judges_per_pair": 2}, headers=STAFF)
+    assert r.status_code == 201, r.text
+    round_id = r.json()["round_id"]
+    assert r.json()["bids"] == 2 and r.json()["assignments"] == 4
+    again = client.post(f"/api/v1/calls/{call_id}/shortlisting", json={}, headers=STAFF)
+    assert again.status_code == 422 and "no bid that awaits" in again.json()["detail"]
+
+    def queue_of(user: dict) -> list[dict]:
+        items = client.get("/api/v1/review/queue", headers=user["headers"]).json()["items"]
+        return [i for i in items if i["round_id"] == round_id]
+
+    # No expert judges a bid of their own organisation, nor any bid on their organisation's call.
+    assert queue_of(of_owner) == []
+    assert bid_a not in {i["bid"]["id"] for i in queue_of(of_bidder)}
+    # Pending bids cannot be awarded yet.
+    pending = _award(client, people, call_id, bid_a)
+    assert pending.status_code == 409 and "still being graded" in pending.json()["detail"]
+    grades = {bid_a: [3, 2], bid_b: [1, 0]}
+    for expert in [people["expert"], *free, of_bidder]:
+        for item in queue_of(expert):
+            # The judges read the call's need and the bid: its proposal and the bid's own achievement, if named.
+            assert item["need"]["id"] == need and item["bid"]["posted_amount_yuan"] == "3000000.00"
+            if item["bid"]["id"] == bid_a:
+                assert item["achievement"]["id"] == listings["achievements"][0]
+            else:
+                assert item["achievement"] is None and item["bid"]["proposal"] == "热解回收碳纤维"
+            answer = {"grade": grades[item["bid"]["id"]].pop()}
+            g = client.post(f"/api/v1/review/items/{item['id']}/grade", json=answer, headers=expert["headers"])
+            assert g.status_code == 200, g.text
+    assert grades == {bid_a: [], bid_b: []}, "each bid had its two judges"
+
+    standings = client.get(f"/api/v1/calls/{call_id}/shortlist", headers=people["enterprise"]["headers"]).json()
+    assert [(s["bid_id"], s["status"], s["grade"]) for s in standings] == [
+        (bid_a, "shortlisted", 2),
+        (bid_b, "not_shortlisted", 0),
+    ]
+    assert sorted(standings[0]["grades"]) == [2, 3] and standings[0]["round_id"] == round_id
+    # A bidder sees its own standing only.
+    own = client.get(f"/api/v1/calls/{call_id}/shortlist", headers=bidder_b["headers"]).json()
+    assert [s["bid_id"] for s in own] == [bid_b]
+    # A bid's grade is no match grade: nothing enters the ranking's graded pairs; the round's report still reads.
+    report = client.get(f"/api/v1/review/rounds/{round_id}", headers=STAFF).json()
+    assert report["progress"]["merged"] == 2 and report["metrics"]["queries"] == 0
+    with runtime.session_factory() as session:
+        assert session.scalars(select(GradedPair).where(GradedPair.round_id == round_id)).all() == []
+
+    refused = _award(client, people, call_id, bid_b)
+    assert refused.status_code == 409 and "not shortlisted" in refused.json()["detail"]
+    r = _award(client, people, call_id, bid_a)
+    assert r.status_code == 200, r.text
+    assert r.json()["subsidy"]["amount_yuan"] == "600000.00"  # 20% of 3,000,000

@@ -1,5 +1,5 @@
 """The 揭榜 and list pages in a real headless Chromium: a university bids on an enterprise's call from the calls hall,
-the enterprise awards it and sees the engine's subsidy; staff download a demand list, edit it and import it back
+an expert shortlists the bid from the review queue, staff award it and see the engine's subsidy; staff download a demand list, edit it and import it back
 through the page, which names the bad row. Every click is checked in the database."""
 
 from __future__ import annotations
@@ -80,9 +80,24 @@ def test_a_university_bids_from_the_hall_and_the_enterprise_awards(
         )
     assert "一年内完成中试" in page.locator("#bids").inner_text()
 
-    # Staff record the award on its decision day (inside the draft's policy window, whenever the suite runs).
+    # Staff send the bid to the experts (入围评审); the expert grades it from the queue with the keyboard.
     owner = sign_in_browser(browser, live, "staff-1")
     owner.goto(f"{live}/calls/{call_id}")
+    owner.fill("#shortlisting-form input[name=judges_per_pair]", "1")
+    with owner.expect_navigation():
+        owner.locator("#shortlisting-form button[type=submit]").click()
+    assert owner.locator(f"tr[data-bid='{bid.id}'] .standing").inner_text() == "评审中"
+    expert = sign_in_browser(browser, live, "expert-1")
+    item = expert.locator("article.item:not([hidden])")
+    assert "一年内完成中试，两年内量产" in item.locator(".bid-proposal").inner_text()
+    assert "船体轻量化复合材料成型" in item.locator(".call-title").inner_text()
+    shot(expert, "call-shortlisting")
+    expert.keyboard.press("3")
+    expert.wait_for_function("document.getElementById('status').textContent.includes('已保存')")
+    owner.reload()
+    assert owner.locator(f"tr[data-bid='{bid.id}'] .standing").inner_text() == "入围（3 分）"
+
+    # Staff record the award on its decision day (inside the draft's policy window, whenever the suite runs).
     owner.fill(f"tr[data-bid='{bid.id}'] input[name=awarded_on]", "2026-06-01")
     with owner.expect_navigation():
         owner.locator(f"tr[data-bid='{bid.id}'] button.award").click()

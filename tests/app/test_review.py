@@ -131,7 +131,9 @@ def test_the_queue_is_blind_and_an_expert_grades_only_their_own_items(
     client: TestClient, people: dict[str, dict], catalogue: dict[str, Any], opened: dict[str, Any]
 ) -> None:
     mine = _queue(client, catalogue["experts"]["expert-2"])
-    assert mine and all(set(item) == {"id", "round_id", "need", "achievement"} for item in mine)
+    # No ranker, score or other grade: the pair alone (`bid` is only set in a 揭榜 call's shortlisting round).
+    assert mine and all(set(item) == {"id", "round_id", "need", "achievement", "bid"} for item in mine)
+    assert all(item["bid"] is None for item in mine)
     assert set(mine[0]["need"]) == {"id", "title", "description"}
     assert set(mine[0]["achievement"]) == {"id", "title", "abstract"}
     scale = client.get("/api/v1/review/queue", headers=catalogue["experts"]["expert-2"]["headers"]).json()["scale"]

@@ -36,6 +36,32 @@ class BidCreate(StrictIn):
     amount_yuan: StoredYuan
 
 
+class ShortlistingIn(StrictIn):
+    """Send the call's bids to experts for shortlisting (入围评审): judges per bid, at most how many per judge."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    judges_per_pair: int = Field(default=3, ge=1, le=10)
+    max_load: int | None = Field(default=None, ge=1, le=10_000)
+
+
+class ShortlistingOut(BaseModel):
+    round_id: int
+    bids: int
+    assignments: int
+
+
+class StandingOut(BaseModel):
+    """Where a bid stands: not_reviewed, pending, disputed, shortlisted (merged grade ≥ 2) or not_shortlisted."""
+
+    bid_id: int
+    organisation_id: int
+    amount_yuan: Money
+    round_id: int | None
+    grade: int | None
+    grades: list[int | None]
+    status: str
+
+
 class MilestoneIn(StrictIn):
     name: str = Field(min_length=1, max_length=200)
     due_on: date

@@ -45,6 +45,7 @@ from models.tables import (
 )
 from subsidy import service as subsidy
 from subsidy.schemas import EvaluateRequest, format_yuan
+from workflow.calls import shortlist
 from workflow.calls.schemas import AcceptIn, AwardIn, BidCreate, CallCreate, MilestoneIn, SubsidyOut
 from workflow.ledger.party import party_key, party_of
 
@@ -61,6 +62,15 @@ def _listing(session: Session, kind: CallKind, listing_id: int) -> Need | Achiev
     if kind == CallKind.need:
         return session.get(Need, listing_id)
     return session.get(Achievement, listing_id)
+
+
+def listing_text(session: Session, call: Call) -> str:
+    """The posted listing's title and text, as experts and the encoder read it."""
+    row = _listing(session, call.kind, call.listing_id)
+    if row is None:
+        return ""
+    body = row.description if isinstance(row, Need) else row.abstract
+    return f"{row.title}。{body or ''}"
 
 
 def title_of(session: Session, call: Call) -> str:
@@ -235,6 +245,7 @@ def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, to
     bid = session.get(Bid, data.bid_id)
     if bid is None or bid.call_id != call.id:
         raise NotFound(f"bid {data.bid_id} of call {call.id} not found", field="bid_id")
+    shortlist.check_awardable(session=session, call=call, bid=bid)
     if bid.listing_id is None:
         other = "achievement" if call.kind == CallKind.need else "need"
         raise InvalidInput(f"bid {bid.id} names no {other} of its own: a deal needs both sides", field="bid_id")

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from models.tables import ReviewReason
+from subsidy.schemas import Money
 from workflow.schemas import StrictIn, UtcDateTime
 
 _ID = Field(ge=1, le=2**31 - 1)
@@ -25,6 +26,16 @@ REASONS: dict[str, str] = {
     ReviewReason.route_to_market_unclear: "转化路径不清晰 route to market unclear",
     ReviewReason.description_unclear: "描述不清 description unclear",
     ReviewReason.duplicate: "重复 duplicate",
+}
+
+
+# A bid in a call's shortlisting round is graded on the same 0-3 scale, read as how strongly to shortlist it; a
+# merged grade of 2 or more puts it on the shortlist (workflow/calls/shortlist.py).
+BID_SCALE: dict[int, str] = {
+    0: "不推荐 (not recommended): the proposal does not answer the call, or the team cannot deliver it",
+    1: "勉强 (weak): answers part of the call; the plan, team or amount is doubtful",
+    2: "可入围 (shortlist): a credible plan, team and amount for what the call asks",
+    3: "优先入围 (shortlist first): a strong plan and team that clearly answer the call",
 }
 
 
@@ -87,19 +98,38 @@ class AchievementView(BaseModel):
     abstract: str
 
 
+class BidView(BaseModel):
+    """A 揭榜 bid to judge for the shortlist (入围): the call it answers and what the bidder proposes."""
+
+    id: int
+    call_id: int
+    call_kind: str  # need: the call posts `need`; achievement: it posts `achievement`
+    call_type: str  # tackling | conversion
+    posted_amount_yuan: Money
+    proposal: str
+    team: str
+    timeline: str
+    amount_yuan: Money
+
+
 class QueueItem(BaseModel):
-    """One pair to judge, blind: nothing says which ranker proposed it or what others graded."""
+    """One pair to judge, blind: nothing says which ranker proposed it or what others graded.
+
+    A shortlisting round's item (`bid` set) is a call × bid: the call's listing on its side; the other side is the
+    bid's own listing where it names one (else null); `bid_scale` then reads the grades."""
 
     id: int
     round_id: int
-    need: NeedView
-    achievement: AchievementView
+    need: NeedView | None
+    achievement: AchievementView | None
+    bid: BidView | None = None
 
 
 class Queue(BaseModel):
     items: list[QueueItem]
     remaining: int  # ungraded items in all; `items` is the first page of them
     scale: dict[int, str] = GRADE_SCALE
+    bid_scale: dict[int, str] = BID_SCALE
     reasons: dict[str, str] = REASONS
 
 
@@ -115,8 +145,9 @@ class GradeOut(BaseModel):
 class PairOut(BaseModel):
     id: int
     round_id: int
-    need_id: int
-    achievement_id: int
+    need_id: int | None
+    achievement_id: int | None
+    bid_id: int | None = None
     grade: int | None
     disputed: bool
     grades: list[int | None] = []

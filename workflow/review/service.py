@@ -99,18 +99,49 @@ def affinities(
     *, embedder: Any, experts: Sequence[User], pairs: Mapping[int, tuple[Need, Achievement]]
 ) -> dict[tuple[int, int], float]:
     """(pair key, expert id) → how close the expert's stated expertise is to the pair, by the project's own encoder."""
+    return text_affinities(
+        embedder=embedder, experts=experts, texts={key: f"{n.title}。{a.title}" for key, (n, a) in pairs.items()}
+    )
+
+
+def text_affinities(
+    *, embedder: Any, experts: Sequence[User], texts: Mapping[int, str]
+) -> dict[tuple[int, int], float]:
+    """(item key, expert id) → how close the expert's stated expertise is to the item's text, scaled to [0, 1]."""
     speaking = [e for e in experts if e.expertise.strip()]
-    if not speaking or not pairs or embedder is None:
+    if not speaking or not texts or embedder is None:
         return {}
-    keys = list(pairs)
-    texts = [f"{pairs[key][0].title}。{pairs[key][1].title}" for key in keys]
+    keys = list(texts)
     experts_vec = np.asarray(embedder.encode_queries([e.expertise for e in speaking]), dtype=np.float32)
-    pairs_vec = np.asarray(embedder.encode_passages(texts), dtype=np.float32)
-    sims = pairs_vec @ experts_vec.T  # cosines: both sides are normalised
+    items_vec = np.asarray(embedder.encode_passages([texts[key] for key in keys]), dtype=np.float32)
+    sims = items_vec @ experts_vec.T  # cosines: both sides are normalised
     # e5 cosines sit in a narrow band; rescale to [0, 1] over this round so the preference has some force.
     lo, hi = float(sims.min()), float(sims.max())
     scaled = (sims - lo) / (hi - lo) if hi > lo else np.zeros_like(sims)
     return {(key, e.id): float(scaled[i, j]) for i, key in enumerate(keys) for j, e in enumerate(speaking)}
+
+
+def active_experts(session: Session) -> list[User]:
+    """Every active expert, by id: who a round may assign."""
+    return list(
+        session.scalars(select(User).where(User.role == Role.expert, User.active.is_(True)).order_by(User.id)).all()
+    )
+
+
+def record_assignments(*, session: Session, review: ReviewRound, items: Sequence[ReviewItem], actor: Principal) -> None:
+    """Store a new round's items and audit each assignment."""
+    session.add_all(items)
+    session.flush()  # once for the round, not once an item
+    for item in items:
+        audit.record(
+            session=session,
+            actor=actor,
+            action="review.assign",
+            target_kind="review_item",
+            target_id=item.id,
+            after=audit.snapshot(item),
+            detail={"round_id": review.id, "pair_id": item.pair_id, "expert_id": item.expert_id},
+        )
 
 
 def open_round(
@@ -125,9 +156,7 @@ def open_round(
     unpublished = [i for i in ids if needs[i].status != ListingStatus.published]
     if unpublished:
         raise InvalidInput(f"needs {unpublished[:20]} are not published", field="need_ids")
-    experts = list(
-        session.scalars(select(User).where(User.role == Role.expert, User.active.is_(True)).order_by(User.id)).all()
-    )
+    experts = active_experts(session)
     if not experts:
         raise InvalidInput("there are no active experts to assign", field="need_ids")
 
@@ -185,18 +214,7 @@ def open_round(
         for key in keys
         for expert_id in assigned[key_no[key]]
     ]
-    session.add_all(items)
-    session.flush()  # once for the round, not once an item
-    for item in items:
-        audit.record(
-            session=session,
-            actor=actor,
-            action="review.assign",
-            target_kind="review_item",
-            target_id=item.id,
-            after=audit.snapshot(item),
-            detail={"round_id": review.id, "pair_id": item.pair_id, "expert_id": item.expert_id},
-        )
+    record_assignments(session=session, review=review, items=items, actor=actor)
     count = len(items)
     audit.record(
         session=session,
@@ -348,6 +366,8 @@ def _lock_pair(session: Session, pair_id: int) -> ReviewPair | None:
 
 
 def _store_graded_pair(*, session: Session, pair: ReviewPair, review: ReviewRound) -> None:
+    if review.call_id is not None or pair.need_id is None or pair.achievement_id is None:
+        return  # a bid's grade says how strongly to shortlist it, not how well a listing matches a need
     batch = f"round-{review.id}"
     existing = session.scalar(
         select(GradedPair).where(
@@ -449,7 +469,10 @@ def metrics(*, session: Session, review: ReviewRound) -> dict[str, Any]:
     """
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
     fields: dict[str, str] = {}
+    if review.call_id is not None:  # a call's shortlisting round ranks bids, not a ranker's matches
+        return {"queries": 0, "by_ranker": {}, "by_field": {}}
     for pair in session.scalars(select(ReviewPair).where(ReviewPair.round_id == review.id)).all():
+        assert pair.need is not None  # pooled rounds pair a need with an achievement
         if pair.grade is not None:
             qrels[str(pair.need_id)][str(pair.achievement_id)] = int(pair.grade)
         fields[str(pair.need_id)] = pair.need.field or "(none)"
