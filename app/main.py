@@ -18,6 +18,7 @@ from app.routers import (
     calls,
     carriers,
     deals,
+    evaluationpages,
     health,
     lists,
     match,
@@ -83,6 +84,7 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         reports.router,
         pages.router,
         workpages.router,
+        evaluationpages.router,
     ):
         app.include_router(router)
     pages.install(app)  # pages answer errors as pages (the API keeps problem+json)

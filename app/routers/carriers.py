@@ -8,16 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
 from app.deps import IdPath, LeadRecipientDep, SessionDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from core.errors import NotFound
 from models.base import storable
-from models.tables import Carrier, CarrierKind, Organisation, PerformanceEvaluation
-from subsidy.schemas import StoredYuan, format_yuan
+from models.tables import CarrierKind
+from subsidy.schemas import StoredYuan
 from workflow.evaluations import service
-from workflow.ledger import service as ledger
 
 router = APIRouter(prefix="/api/v1/carriers", tags=["evaluations"], responses=PROBLEM_RESPONSES)
 Text = Annotated[str, AfterValidator(storable)]
@@ -48,64 +46,6 @@ class EvaluationIn(BaseModel):
     decided_on: date
 
 
-def _carrier(carrier: Carrier) -> dict[str, Any]:
-    return {
-        "id": carrier.id,
-        "kind": str(carrier.kind),
-        "organisation_id": carrier.organisation_id,
-        "name": carrier.name,
-        "filed": carrier.filed,
-        "measure": service.MEASURES[carrier.kind],
-    }
-
-
-def _evaluation(evaluation: PerformanceEvaluation | None) -> dict[str, Any] | None:
-    if evaluation is None:
-        return None
-    return {
-        "id": evaluation.id,
-        "year": evaluation.year,
-        "grade": evaluation.grade,
-        "score": str(evaluation.score) if evaluation.score is not None else None,
-        "selected": evaluation.selected,
-        "assessed_yuan": format_yuan(evaluation.assessed_yuan) if evaluation.assessed_yuan is not None else None,
-        "provincial_yuan": format_yuan(evaluation.provincial_yuan) if evaluation.provincial_yuan is not None else None,
-        "evaluator": evaluation.evaluator,
-        "decided_on": evaluation.decided_on.isoformat(),
-        "recorded_by": evaluation.recorded_by,
-        "evidence": evaluation.evidence,
-    }
-
-
-def sheet(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
-    """The evaluation sheet: the carrier, the recorded result with the evidence it was judged beside, the counts as
-    they stand now, and the ledger's item for it (or why not) in the year it was decided."""
-    evaluation = service.evaluation_of(session, carrier, year)
-    org = session.get_one(Organisation, carrier.organisation_id)
-    out: dict[str, Any] = {
-        "carrier": _carrier(carrier),
-        "organisation": {"id": org.id, "name": org.name, "filed": org.filed, "in_weihai": org.in_weihai},
-        "year": year,
-        "evaluation": _evaluation(evaluation),
-        "evidence": service.evidence(session, carrier, year),
-        "ledger": None,
-    }
-    if evaluation is not None:
-        key = service.evaluation_key(evaluation.id)
-        computed = ledger.compute(session, evaluation.decided_on.year)
-        item = next(
-            (i for i in computed["items"] if any(link.get("evaluation_id") == evaluation.id for link in i["links"])),
-            None,
-        )
-        out["ledger"] = {
-            "year": evaluation.decided_on.year,
-            "item": item,
-            "rejections": [r["reason"] for r in computed["rejections"] if r["source"] == key],
-            "pending": [p["reason"] for p in computed["pending"] if p["source"] == key],
-        }
-    return out
-
-
 @router.post("", status_code=201, responses=BODY_RESPONSES)
 def create_carrier(body: CarrierCreate, session: SessionDep, actor: StaffDep) -> dict[str, Any]:
     """Register an event, cloud R&D centre, pilot base, proof-of-concept centre or agency (staff)."""
@@ -117,13 +57,13 @@ def create_carrier(body: CarrierCreate, session: SessionDep, actor: StaffDep) ->
         filed=body.filed,
         actor=actor,
     )
-    return _carrier(carrier)
+    return service.carrier_out(carrier)
 
 
 @router.get("")
 def list_carriers(session: SessionDep, _: StaffDep, kind: CarrierKind | None = None) -> list[dict[str, Any]]:
     """Every carrier (staff)."""
-    return [_carrier(c) for c in service.list_carriers(session=session, kind=kind)]
+    return [service.carrier_out(c) for c in service.list_carriers(session=session, kind=kind)]
 
 
 @router.put("/{carrier_id}/evaluations/{year}", responses=BODY_RESPONSES)
@@ -144,7 +84,7 @@ def record_evaluation(
         decided_on=body.decided_on,
         actor=actor,
     )
-    return sheet(session, service.get_carrier(session=session, carrier_id=carrier_id), year)
+    return service.sheet(session, service.get_carrier(session=session, carrier_id=carrier_id), year)
 
 
 @router.get("/{carrier_id}/sheet")
@@ -158,4 +98,4 @@ def evaluation_sheet(
     carrier = service.get_carrier(session=session, carrier_id=carrier_id)
     if not (viewer.is_staff or viewer.owns(carrier.organisation_id)):
         raise NotFound(f"carrier {carrier_id} not found")
-    return sheet(session, carrier, year)
+    return service.sheet(session, carrier, year)

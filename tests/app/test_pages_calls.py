@@ -1,6 +1,8 @@
-"""The 揭榜 and list pages in a real headless Chromium: a university bids on an enterprise's call from the calls hall,
-an expert shortlists the bid from the review queue, staff award it and see the engine's subsidy; staff download a demand list, edit it and import it back
-through the page, which names the bad row. Every click is checked in the database."""
+"""The 揭榜, list and evaluation pages in a real headless Chromium: a university bids on an enterprise's call from the
+calls hall, an expert shortlists the bid from the review queue, staff award it and see the engine's subsidy; staff
+download a demand list, edit it and import it back through the page, which names the bad row; staff record an
+agency's evaluation beside the counts the platform computed, and its ledger item follows. Every click is checked in
+the database."""
 
 from __future__ import annotations
 
@@ -150,3 +152,47 @@ def test_staff_export_edit_and_import_a_list_through_the_page(
             select(ListItem).where(ListItem.list_id == list_id, ListItem.listing_id == posted["need"])
         ).one()
         assert item.common_problem is True and item.note == "龙头企业牵头"
+
+
+def test_staff_record_an_agencys_evaluation_beside_its_computed_counts(
+    browser: Any, live: str, client: TestClient, people: dict[str, dict], posted: dict[str, Any]
+) -> None:
+    orgs = people["orgs"]
+    facts = {"in_weihai": True, "filed": True}
+    assert client.patch(f"/api/v1/organisations/{orgs['agency']}", json=facts, headers=STAFF).status_code == 200
+    # A deal the agency brokered, signed in 2025 for 800,000: the sheet counts it, nobody types it in.
+    body = {"need_id": posted["other_need"], "achievement_id": posted["achievement"], "agency_id": orgs["agency"]}
+    r = client.post("/api/v1/deals", json=body, headers=STAFF)
+    assert r.status_code == 201, r.text
+    contract = {"type": "development", "amount_yuan": "800000.00", "signed_on": "2025-05-01"}
+    assert client.put(f"/api/v1/deals/{r.json()['id']}/contract", json=contract, headers=STAFF).status_code == 200
+
+    page = sign_in_browser(browser, live, "staff-1")
+    page.goto(f"{live}/carriers")
+    page.select_option("#carrier-form select[name=kind]", "agency")
+    page.select_option("#carrier-form select[name=organisation_id]", str(orgs["agency"]))
+    page.fill("#carrier-form input[name=name]", "威海技术转移中心")
+    with page.expect_navigation():
+        page.locator("#carrier-form button[type=submit]").click()
+    page.goto(page.url.split("?")[0] + "?year=2025")
+    assert page.locator("#evidence tr[data-key=contracts_signed] .now").inner_text() == "1"
+    assert page.locator("#evidence tr[data-key=contract_amount_yuan] .now").inner_text() == "800000.00"
+    page.select_option("#evaluation-form select[name=grade]", "excellent")
+    page.fill("#evaluation-form input[name=score]", "92.5")
+    page.fill("#evaluation-form input[name=assessed_yuan]", "80000.00")
+    page.fill("#evaluation-form input[name=evaluator]", "市科技局绩效评价组")
+    page.fill("#evaluation-form input[name=decided_on]", "2026-03-01")
+    with page.expect_navigation():
+        page.locator("#evaluation-form button[type=submit]").click()
+    assert page.locator("#grade").inner_text() == "优秀"
+    # The counts it was judged beside are kept with the result; the measure 9.2 item of 2026 follows.
+    assert page.locator("#evidence tr[data-key=contracts_signed] .recorded").inner_text() == "1"
+    assert "第 9.2 条" in page.locator("#ledger-item").inner_text()
+    assert "¥80,000.00" in page.locator("#ledger-item").inner_text()
+    shot(page, "evaluation-sheet")
+    # The agency's own user reads its sheet; another organisation's does not.
+    own = sign_in_browser(browser, live, "agency-1")
+    own.goto(page.url)
+    assert own.locator("#grade").inner_text() == "优秀" and own.locator("#evaluation-form").count() == 0
+    other = sign_in_browser(browser, live, "ent-a")
+    assert other.goto(page.url).status == 404

@@ -21,6 +21,7 @@ from accounts import audit
 from accounts.policy import Principal
 from core.errors import Conflict, InvalidInput, NotFound
 from models.tables import Carrier, CarrierKind, Organisation, OrgKind, PerformanceEvaluation
+from subsidy.schemas import format_yuan
 from workflow.ledger.party import party_key
 
 # Which measure pays each kind of carrier, and how the engine's request names it.
@@ -148,6 +149,68 @@ def record_evaluation(
         detail={"year": year, "grade": grade},
     )
     return found
+
+
+def carrier_out(carrier: Carrier) -> dict[str, Any]:
+    """A carrier as the API and the pages show it."""
+    return {
+        "id": carrier.id,
+        "kind": str(carrier.kind),
+        "organisation_id": carrier.organisation_id,
+        "name": carrier.name,
+        "filed": carrier.filed,
+        "measure": MEASURES[carrier.kind],
+    }
+
+
+def evaluation_out(evaluation: PerformanceEvaluation | None) -> dict[str, Any] | None:
+    """A recorded evaluation with the evidence kept beside it (money as decimal strings)."""
+    if evaluation is None:
+        return None
+    return {
+        "id": evaluation.id,
+        "year": evaluation.year,
+        "grade": evaluation.grade,
+        "score": str(evaluation.score) if evaluation.score is not None else None,
+        "selected": evaluation.selected,
+        "assessed_yuan": format_yuan(evaluation.assessed_yuan) if evaluation.assessed_yuan is not None else None,
+        "provincial_yuan": format_yuan(evaluation.provincial_yuan) if evaluation.provincial_yuan is not None else None,
+        "evaluator": evaluation.evaluator,
+        "decided_on": evaluation.decided_on.isoformat(),
+        "recorded_by": evaluation.recorded_by,
+        "evidence": evaluation.evidence,
+    }
+
+
+def sheet(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
+    """The evaluation sheet: the carrier, the recorded result with the evidence it was judged beside, the counts as
+    they stand now, and the ledger's item for it (or why not) in the year it was decided."""
+    from workflow.ledger import service as ledger  # the ledger reads this module's rows: imported when first used
+
+    evaluation = evaluation_of(session, carrier, year)
+    org = session.get_one(Organisation, carrier.organisation_id)
+    out: dict[str, Any] = {
+        "carrier": carrier_out(carrier),
+        "organisation": {"id": org.id, "name": org.name, "filed": org.filed, "in_weihai": org.in_weihai},
+        "year": year,
+        "evaluation": evaluation_out(evaluation),
+        "evidence": evidence(session, carrier, year),
+        "ledger": None,
+    }
+    if evaluation is not None:
+        key = evaluation_key(evaluation.id)
+        computed = ledger.compute(session, evaluation.decided_on.year)
+        item = next(
+            (i for i in computed["items"] if any(link.get("evaluation_id") == evaluation.id for link in i["links"])),
+            None,
+        )
+        out["ledger"] = {
+            "year": evaluation.decided_on.year,
+            "item": item,
+            "rejections": [r["reason"] for r in computed["rejections"] if r["source"] == key],
+            "pending": [p["reason"] for p in computed["pending"] if p["source"] == key],
+        }
+    return out
 
 
 def evaluation_of(session: Session, carrier: Carrier, year: int) -> PerformanceEvaluation | None:
