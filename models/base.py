@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -21,6 +22,15 @@ NAMING_CONVENTION = {
 def utcnow() -> datetime:
     """Timezone-aware now, for timestamps."""
     return datetime.now(UTC)
+
+
+# The bureau's calendar: a year of leads and deals runs from midnight to midnight in Weihai (UTC+8).
+LOCAL = ZoneInfo("Asia/Shanghai")
+
+
+def year_span(year: int) -> tuple[datetime, datetime]:
+    """A calendar year in Weihai's time as [start, end) instants in UTC, for timestamp columns."""
+    return datetime(year, 1, 1, tzinfo=LOCAL).astimezone(UTC), datetime(year + 1, 1, 1, tzinfo=LOCAL).astimezone(UTC)
 
 
 def storable(value: Any) -> Any:

@@ -468,6 +468,9 @@ class PushBatch(Base):
     leads: Mapped[int] = mapped_column(Integer, default=0)
     report: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     started_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # A batch run for a matchmaking event (or another carrier): only its participants' subscriptions, and the leads
+    # it produced count as the event's.
+    carrier_id: Mapped[int | None] = mapped_column(ForeignKey("carriers.id"), index=True)
 
 
 class LeadStatus(enum.StrEnum):
@@ -605,6 +608,8 @@ class Deal(Base):
     state_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     opened_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The event, centre or base the deal came through (its evaluation's evidence): from the lead's batch, or staff.
+    carrier_id: Mapped[int | None] = mapped_column(ForeignKey("carriers.id"), index=True)
 
 
 class DealEvent(Base):
@@ -824,6 +829,20 @@ class Carrier(Base):
     name: Mapped[str] = mapped_column(String(200))
     filed: Mapped[bool] = mapped_column(Boolean, default=False)  # 备案 (an event, or a base under filing management)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CarrierParticipant(Base):
+    """An organisation that took part in a carrier's work: an event's attendance (参会单位), a centre's members."""
+
+    __tablename__ = "carrier_participants"
+    __table_args__ = (
+        UniqueConstraint("carrier_id", "organisation_id", name="uq_carrier_participants_carrier_organisation"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    carrier_id: Mapped[int] = mapped_column(ForeignKey("carriers.id", ondelete="CASCADE"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class PerformanceEvaluation(Base):

@@ -66,6 +66,31 @@ def list_carriers(session: SessionDep, _: StaffDep, kind: CarrierKind | None = N
     return [service.carrier_out(c) for c in service.list_carriers(session=session, kind=kind)]
 
 
+class ParticipantsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    organisation_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(max_length=10_000)
+
+
+@router.put("/{carrier_id}/participants", responses=BODY_RESPONSES)
+def set_participants(
+    carrier_id: IdPath, body: ParticipantsIn, session: SessionDep, actor: StaffDep
+) -> dict[str, list[int]]:
+    """Set the organisations taking part (an event's attendance, 参会单位) (staff): a push batch run for the carrier
+    reaches only them, and its leads count in the carrier's evaluation."""
+    ids = service.set_participants(
+        session=session, carrier_id=carrier_id, organisation_ids=body.organisation_ids, actor=actor
+    )
+    return {"organisation_ids": ids}
+
+
+@router.get("/{carrier_id}/participants")
+def get_participants(carrier_id: IdPath, session: SessionDep, _: StaffDep) -> dict[str, list[int]]:
+    """The organisations taking part (staff)."""
+    carrier = service.get_carrier(session=session, carrier_id=carrier_id)
+    return {"organisation_ids": service.participants(session, carrier.id)}
+
+
 @router.put("/{carrier_id}/evaluations/{year}", responses=BODY_RESPONSES)
 def record_evaluation(
     carrier_id: IdPath, year: YearPath, body: EvaluationIn, session: SessionDep, actor: StaffDep

@@ -41,6 +41,7 @@ def _out(session: Session, deal: Deal) -> DealOut:
         buyer_id=deal.buyer_id,
         seller_id=deal.seller_id,
         agency_id=deal.agency_id,
+        carrier_id=deal.carrier_id,
         state_changed_at=deal.state_changed_at,
         created_at=deal.created_at,
         allowed=service.allowed(deal.state),

@@ -32,7 +32,18 @@ KIND_NAMES = {
     CarrierKind.agency: "技术转移服务机构（第9条）",
 }
 GRADE_NAMES = {"excellent": "优秀", "good": "良好", "qualified": "合格", "unqualified": "不合格"}
-# The evidence's counts in the order and words of the sheet a bureau fills in.
+# The evidence's counts in the order and words of the sheet a bureau fills in: what came through the carrier itself,
+# then its organisation's own figures.
+CARRIER_EVIDENCE_NAMES = {
+    "carrier_participants": "参与单位（家）",
+    "carrier_leads": "本载体推送线索（条）",
+    "carrier_leads_interest": "其中获得意向回应（条）",
+    "carrier_deals_opened": "归属本载体的新建交易（项）",
+    "carrier_contracts_signed": "其中签订技术合同（项）",
+    "carrier_contract_amount_yuan": "合同金额（元）",
+    "carrier_payments": "到账（笔）",
+    "carrier_paid_yuan": "到账金额（元）",
+}
 EVIDENCE_NAMES = {
     "leads_received": "收到推送线索（条）",
     "responses": "线索回应（条）",
@@ -123,7 +134,7 @@ def sheet_page(
         sheet=service.sheet(session, carrier, chosen),
         kind_names=KIND_NAMES,
         grade_names=GRADE_NAMES,
-        evidence_names=EVIDENCE_NAMES,
+        evidence_groups=[("经本载体（系统归集）", CARRIER_EVIDENCE_NAMES), ("依托单位", EVIDENCE_NAMES)],
         grades=service.GRADES,
         today=dt.date.today(),
     )

@@ -16,6 +16,7 @@ from workflow.push.schemas import (
     Inbox,
     InboxItem,
     RespondIn,
+    RunIn,
     RunOut,
     SubscriptionCreate,
     SubscriptionOut,
@@ -46,10 +47,18 @@ def cancel_subscription(subscription_id: IdPath, session: SessionDep, actor: Lea
 
 
 @router.post("/push/run", response_model=RunOut)
-def run_push(session: SessionDep, runtime: RuntimeDep, actor: StaffDep, background: BackgroundTasks) -> RunOut:
+def run_push(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    actor: StaffDep,
+    background: BackgroundTasks,
+    body: RunIn | None = None,
+) -> RunOut:
     """Run a push batch now over every active subscription (staff); its report is at /push/batches/{batch_id}.
+    With `carrier_id`, a matchmaking event's batch: its participants' subscriptions only, the leads the event's.
     Its webhooks and e-mails are sent after the answer (and retried by the scheduler)."""
     batch = service.run_batch(
+        carrier_id=body.carrier_id if body else None,
         session=session,
         indexes=runtime.indexes,
         ranker_version=runtime.ranker_version,

@@ -25,6 +25,7 @@ from models.tables import (
     CallKind,
     CallStatus,
     CallType,
+    CarrierKind,
     DealState,
     IngestKind,
     Lead,
@@ -40,11 +41,12 @@ from workflow.calls import shortlist
 from workflow.calls.schemas import AwardIn, BidCreate, ShortlistingIn
 from workflow.deals import service as deals
 from workflow.deals.schemas import DealCreate
+from workflow.evaluations import service as evaluations
 from workflow.ledger import service as ledger
 from workflow.lists import service as lists
 from workflow.push import delivery
 from workflow.push import service as push
-from workflow.push.schemas import RESPONSES
+from workflow.push.schemas import RESPONSES, RunIn
 from workflow.reports import service as reports
 from workflow.xlsx import XLSX
 
@@ -360,19 +362,26 @@ def push_page(request: Request, session: SessionDep, page: StaffPage) -> Respons
     batches = push.list_batches(session=session, limit=20)
     outbox = delivery.list_deliveries(session=session, limit=50)
     names = _names(session)
-    return _render(request, page, "push.html", batches=batches, outbox=outbox, names=names)
+    events = evaluations.list_carriers(session=session, kind=CarrierKind.event)
+    return _render(request, page, "push.html", batches=batches, outbox=outbox, names=names, events=events)
 
 
 @router.post("/push/run")
 async def run_push_page(request: Request, runtime: RuntimeDep, page: StaffPage) -> Response:
-    """Run a batch now; its deliveries go out with the scheduler's next pass."""
-    await _posted(request, page)
-    return await run_in_threadpool(_run_push_sync, runtime, page)
+    """Run a batch now (for a matchmaking event's participants when one is chosen); its deliveries go out with the
+    scheduler's next pass."""
+    form = await _posted(request, page)
+    try:
+        data = RunIn.model_validate({"carrier_id": form.get("carrier_id") or None})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return await run_in_threadpool(_run_push_sync, runtime, page, data.carrier_id)
 
 
-def _run_push_sync(runtime: Any, page: PageSession) -> Response:
+def _run_push_sync(runtime: Any, page: PageSession, carrier_id: int | None) -> Response:
     with runtime.write_session_factory() as session:
         batch = push.run_batch(
+            carrier_id=carrier_id,
             session=session,
             indexes=runtime.indexes,
             ranker_version=runtime.ranker_version,

@@ -10,6 +10,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -21,7 +22,7 @@ from app import cli as app_cli
 from app.runtime import Runtime
 from subsidy import cli as subsidy_cli
 from subsidy.parameters import DEFAULT_PARAMS_FILE, load_parameters
-from tests.app.conftest import STAFF, push_university_leads
+from tests.app.conftest import DEMO_DATA, STAFF, push_university_leads
 from workflow.ledger import service as ledger
 
 pytestmark = pytest.mark.slow
@@ -384,3 +385,67 @@ def test_an_agencys_evaluation_sheet_shows_its_deals_and_its_measure_9_item_foll
     assert other.status_code == 404
     own = client.get(f"/api/v1/carriers/{carrier}/sheet", params={"year": 2025}, headers=people["agency"]["headers"])
     assert own.status_code == 200 and own.json()["ledger"]["item"]["amount_yuan"] == "80000.00"
+
+
+def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
+    client: TestClient, people: dict[str, dict], deals: dict[str, Any]
+) -> None:
+    orgs = people["orgs"]
+    assert client.patch(f"/api/v1/organisations/{orgs['ent_b']}", json={"in_weihai": True}, headers=STAFF).status_code
+    body = {"kind": "event", "organisation_id": orgs["ent_b"], "name": "2026 海洋装备产学研对接会", "filed": True}
+    r = client.post("/api/v1/carriers", json=body, headers=STAFF)
+    assert r.status_code == 201, r.text
+    event = r.json()["id"]
+    # Nobody attends yet: an event's batch has nobody to push to.
+    empty = client.post("/api/v1/push/run", json={"carrier_id": event}, headers=STAFF)
+    assert empty.status_code == 422 and "no participants" in empty.json()["detail"]
+    r = client.put(
+        f"/api/v1/carriers/{event}/participants", json={"organisation_ids": [orgs["uni"], orgs["ent_a"]]}, headers=STAFF
+    )
+    assert r.status_code == 200 and r.json()["organisation_ids"] == [orgs["uni"], orgs["ent_a"]]
+    bad = client.put(f"/api/v1/carriers/{event}/participants", json={"organisation_ids": [999999]}, headers=STAFF)
+    assert bad.status_code == 422 and "999999" in bad.json()["detail"]
+
+    # New needs after the last batch; enterprise B (not attending) subscribes too.
+    for line in (DEMO_DATA / "needs.jsonl").read_text(encoding="utf-8").splitlines()[5:8]:
+        row = json.loads(line)
+        need = {k: row[k] for k in ("title", "description", "field")} | {"owner_id": orgs["ent_a"]}
+        assert client.post("/api/v1/needs", json=need, headers=STAFF).status_code == 201
+    sub = {"target": "achievements", "min_score": -1000}
+    assert client.post("/api/v1/subscriptions", json=sub, headers=people["enterprise_b"]["headers"]).status_code == 201
+    r = client.post("/api/v1/push/run", json={"carrier_id": event}, headers=STAFF)
+    assert r.status_code == 200, r.text
+    batch = client.get(f"/api/v1/push/batches/{r.json()['batch_id']}", headers=STAFF).json()
+    assert batch["carrier_id"] == event and batch["leads"] == r.json()["leads"] > 0
+    assert {line["organisation_id"] for line in batch["report"]} <= {orgs["uni"], orgs["ent_a"]}
+    # The university answers one of the event's leads and opens a deal from it: the deal is the event's.
+    uni = people["university"]["headers"]
+    inbox = client.get("/api/v1/inbox", headers=uni).json()["items"]
+    lead = next(i for i in inbox if i["batch_id"] == batch["id"])
+    assert client.post(f"/api/v1/inbox/{lead['id']}/respond", json={"response": "interested"}, headers=uni).is_success
+    opened = {"need_id": lead["need_id"], "achievement_id": lead["achievement_id"], "lead_id": lead["id"]}
+    r = client.post("/api/v1/deals", json=opened, headers=uni)
+    assert r.status_code == 201 and r.json()["carrier_id"] == event, r.text
+    deal_id = r.json()["id"]
+    created = dt.datetime.fromisoformat(client.get(f"/api/v1/deals/{deal_id}", headers=STAFF).json()["created_at"])
+    today = created.astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()  # the bureau's calendar
+    contract = {"type": "development", "amount_yuan": "1000000.00", "signed_on": today}
+    assert client.put(f"/api/v1/deals/{deal_id}/contract", json=contract, headers=STAFF).status_code == 200
+    # Only staff attribute a deal by hand.
+    by_hand = client.post("/api/v1/deals", json={**opened, "carrier_id": event}, headers=uni)
+    assert by_hand.status_code == 403
+
+    # The sheet of the year counts them, computed from the records (not the organiser's own figures).
+    year = int(today[:4])
+    sheet = client.get(f"/api/v1/carriers/{event}/sheet", params={"year": year}, headers=STAFF).json()
+    evidence = sheet["evidence"]
+    assert evidence["carrier_participants"] == 2
+    assert evidence["carrier_leads"] == batch["leads"] and evidence["carrier_leads_interest"] == 1
+    assert (evidence["carrier_deals_opened"], evidence["carrier_contracts_signed"]) == (1, 1)
+    assert evidence["carrier_contract_amount_yuan"] == "1000000.00"
+    # Its evaluation of 2025, chosen on merit, gives measure 2's item in the ledger of the decision's year.
+    result = {"selected": True, "assessed_yuan": "60000.00", "evaluator": "市科技局", "decided_on": "2026-03-01"}
+    r = client.put(f"/api/v1/carriers/{event}/evaluations/2025", json=result, headers=STAFF)
+    assert r.status_code == 200, r.text
+    item = r.json()["ledger"]["item"]
+    assert item["measure"] == "2" and item["amount_yuan"] == "60000.00" and item["party_id"] == orgs["ent_b"]

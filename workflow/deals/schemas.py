@@ -21,6 +21,8 @@ class DealCreate(StrictIn):
     achievement_id: RowId
     lead_id: RowId | None = None
     agency_id: RowId | None = None
+    # The event, centre or base it came through (staff); from a lead of an event's push batch, that event.
+    carrier_id: RowId | None = None
     note: str = Field(default="", max_length=2000)
 
 
@@ -82,6 +84,7 @@ class DealOut(BaseModel):
     buyer_id: int | None
     seller_id: int | None
     agency_id: int | None
+    carrier_id: int | None = None
     state_changed_at: UtcDateTime
     created_at: UtcDateTime
     allowed: list[DealState]

@@ -23,6 +23,7 @@ from models.base import as_utc, utcnow
 from models.db import locked
 from models.tables import (
     Achievement,
+    Carrier,
     Contract,
     Deal,
     DealEvent,
@@ -34,6 +35,7 @@ from models.tables import (
     Organisation,
     OrgKind,
     Payment,
+    PushBatch,
 )
 from workflow.deals.schemas import ContractIn, DealCreate, PaymentIn
 
@@ -109,6 +111,15 @@ def open_deal(*, session: Session, data: DealCreate, actor: Principal) -> Deal:
             raise NotFound(f"organisation {data.agency_id} not found", field="agency_id")
         if agency.kind != OrgKind.agency:
             raise InvalidInput(f"organisation {agency.id} is a {agency.kind}, not an agency", field="agency_id")
+    carrier_id = data.carrier_id
+    if carrier_id is not None and not actor.is_staff:
+        raise Forbidden("only staff attribute a deal to an event or centre", field="carrier_id")
+    if carrier_id is not None and session.get(Carrier, carrier_id) is None:
+        raise NotFound(f"carrier {carrier_id} not found", field="carrier_id")
+    if carrier_id is None and data.lead_id is not None:
+        carrier_id = session.scalar(
+            select(PushBatch.carrier_id).join(Lead, Lead.batch_id == PushBatch.id).where(Lead.id == data.lead_id)
+        )
     open_twin = session.scalar(
         select(Deal.id).where(Deal.need_id == need.id, Deal.achievement_id == achievement.id, Deal.state.not_in(ENDED))
     )
@@ -121,6 +132,7 @@ def open_deal(*, session: Session, data: DealCreate, actor: Principal) -> Deal:
         buyer_id=need.owner_id,
         seller_id=achievement.owner_id,
         agency_id=data.agency_id,
+        carrier_id=carrier_id,
         state=DealState.matched,
         opened_by=actor.user_id,
     )

@@ -13,14 +13,28 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from accounts import audit
 from accounts.policy import Principal
 from core.errors import Conflict, InvalidInput, NotFound
-from models.tables import Carrier, CarrierKind, Organisation, OrgKind, PerformanceEvaluation
+from models.base import year_span
+from models.tables import (
+    Carrier,
+    CarrierKind,
+    CarrierParticipant,
+    Contract,
+    Deal,
+    Lead,
+    LeadResponse,
+    Organisation,
+    OrgKind,
+    Payment,
+    PerformanceEvaluation,
+    PushBatch,
+)
 from subsidy.schemas import format_yuan
 from workflow.ledger.party import party_key
 
@@ -69,8 +83,76 @@ def list_carriers(*, session: Session, kind: CarrierKind | None = None) -> list[
     return list(session.scalars(stmt))
 
 
+def set_participants(*, session: Session, carrier_id: int, organisation_ids: list[int], actor: Principal) -> list[int]:
+    """Replace the carrier's participants (an event's attending organisations); the ids it now has."""
+    carrier = get_carrier(session=session, carrier_id=carrier_id)
+    wanted = list(dict.fromkeys(organisation_ids))
+    found = set(session.scalars(select(Organisation.id).where(Organisation.id.in_(wanted))))
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        raise InvalidInput(f"no organisation with id {missing[:20]}", field="organisation_ids")
+    session.execute(delete(CarrierParticipant).where(CarrierParticipant.carrier_id == carrier.id))
+    session.add_all(CarrierParticipant(carrier_id=carrier.id, organisation_id=i) for i in wanted)
+    session.flush()
+    audit.record(
+        session=session,
+        actor=actor,
+        action="carrier.participants",
+        target_kind="carrier",
+        target_id=carrier.id,
+        detail={"organisation_ids": wanted[:1000]},
+    )
+    return wanted
+
+
+def participants(session: Session, carrier_id: int) -> list[int]:
+    """The organisations taking part in the carrier's work, in the order they were added."""
+    stmt = select(CarrierParticipant.organisation_id).where(CarrierParticipant.carrier_id == carrier_id)
+    return list(session.scalars(stmt.order_by(CarrierParticipant.id)))
+
+
+def attributed(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
+    """What the platform records as coming through the carrier itself in the year: its participants, the leads of
+    the push batches run for it and the interest they found, the deals attributed to it, their contracts signed and
+    payments made in the year."""
+    start, end = year_span(year)
+    first, last = date(year, 1, 1), date(year, 12, 31)
+    leads = session.execute(
+        select(Lead.response, func.count())
+        .join(PushBatch, PushBatch.id == Lead.batch_id)
+        .where(PushBatch.carrier_id == carrier.id, Lead.created_at >= start, Lead.created_at < end)
+        .group_by(Lead.response)
+    ).tuples()
+    counts = dict(leads.all())
+    interest = (LeadResponse.interested, LeadResponse.already_in_contact)
+    deals_opened = session.scalar(
+        select(func.count()).where(Deal.carrier_id == carrier.id, Deal.created_at >= start, Deal.created_at < end)
+    )
+    contracts = session.execute(
+        select(func.count(), func.coalesce(func.sum(Contract.amount_yuan), 0))
+        .join(Deal, Deal.id == Contract.deal_id)
+        .where(Deal.carrier_id == carrier.id, Contract.signed_on.between(first, last))
+    ).one()
+    paid = session.execute(
+        select(func.count(), func.coalesce(func.sum(Payment.amount_yuan), 0))
+        .join(Deal, Deal.id == Payment.deal_id)
+        .where(Deal.carrier_id == carrier.id, Payment.paid_on.between(first, last))
+    ).one()
+    return {
+        "carrier_participants": len(participants(session, carrier.id)),
+        "carrier_leads": sum(counts.values()),
+        "carrier_leads_interest": sum(n for r, n in counts.items() if r in interest),
+        "carrier_deals_opened": int(deals_opened or 0),
+        "carrier_contracts_signed": int(contracts[0]),
+        "carrier_contract_amount_yuan": format_yuan(Decimal(contracts[1])),
+        "carrier_payments": int(paid[0]),
+        "carrier_paid_yuan": format_yuan(Decimal(paid[1])),
+    }
+
+
 def evidence(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
-    """The platform's own counts for the carrier's organisation in the evaluated year (workflow/reports)."""
+    """The platform's own counts in the evaluated year: the carrier's organisation's (workflow/reports), and what
+    came through the carrier itself (`carrier_…`)."""
     from workflow.reports import service as reports  # reports → ledger → here: imported when first used
 
     (row,) = reports.yearly(session, year, organisation_id=carrier.organisation_id)
@@ -87,7 +169,7 @@ def evidence(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
         "payments",
         "paid_yuan",
     )
-    return {key: row[key] for key in keep}
+    return {key: row[key] for key in keep} | attributed(session, carrier, year)
 
 
 def record_evaluation(

@@ -70,6 +70,12 @@ class RunOut(BaseModel):
     leads: int
 
 
+class RunIn(StrictIn):
+    """A push batch run by staff: for a matchmaking event (or another carrier) when carrier_id is given."""
+
+    carrier_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
 class BatchOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -81,6 +87,7 @@ class BatchOut(BaseModel):
     finished_at: UtcDateTime | None
     leads: int
     report: list[dict[str, Any]]
+    carrier_id: int | None = None
 
 
 class DeliveryOut(BaseModel):

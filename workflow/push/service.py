@@ -29,6 +29,8 @@ from models.base import utcnow
 from models.tables import (
     Achievement,
     BatchTrigger,
+    Carrier,
+    CarrierParticipant,
     GradedPair,
     GradeSource,
     IngestKind,
@@ -125,16 +127,32 @@ def run_batch(
     trigger: BatchTrigger,
     max_leads: int,
     actor: Principal | None = None,
+    carrier_id: int | None = None,
 ) -> PushBatch:
     """Compute and store one batch of leads over every active subscription; one subscription's failure is reported
-    in the batch and never stops the others."""
+    in the batch and never stops the others.
+
+    With carrier_id, the batch is a matchmaking event's (对接活动): only its participants' subscriptions, and the
+    leads count as the event's in its evaluation."""
+    stmt = select(Subscription).where(Subscription.active.is_(True)).order_by(Subscription.id)
+    if carrier_id is not None:
+        if session.get(Carrier, carrier_id) is None:
+            raise NotFound(f"carrier {carrier_id} not found", field="carrier_id")
+        members = select(CarrierParticipant.organisation_id).where(CarrierParticipant.carrier_id == carrier_id)
+        if session.scalar(members.limit(1)) is None:
+            raise InvalidInput(f"carrier {carrier_id} has no participants to push to", field="carrier_id")
+        stmt = stmt.where(Subscription.organisation_id.in_(members))
     batch = PushBatch(
-        trigger=trigger, ranker_version=ranker_version, started_by=actor.user_id if actor else None, report=[]
+        trigger=trigger,
+        ranker_version=ranker_version,
+        started_by=actor.user_id if actor else None,
+        report=[],
+        carrier_id=carrier_id,
     )
     session.add(batch)
     session.flush()
     report: list[dict[str, Any]] = []
-    subs = session.scalars(select(Subscription).where(Subscription.active.is_(True)).order_by(Subscription.id)).all()
+    subs = session.scalars(stmt).all()
     for sub in subs:
         entry: dict[str, Any] = {"subscription_id": sub.id, "organisation_id": sub.organisation_id}
         try:
@@ -157,7 +175,7 @@ def run_batch(
             action="push.run",
             target_kind="push_batch",
             target_id=batch.id,
-            detail={"leads": batch.leads},
+            detail={"leads": batch.leads, "carrier_id": carrier_id},
         )
     return batch
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from models.base import year_span
 from models.tables import (
     Achievement,
     Contract,
@@ -38,14 +38,6 @@ from workflow.xlsx import row as xlsx_row
 
 UNANSWERED = "unanswered"
 ZERO = Decimal(0)
-
-
-# The bureau's calendar: a year of leads and deals runs from midnight to midnight in Weihai (UTC+8).
-LOCAL = ZoneInfo("Asia/Shanghai")
-
-
-def _span(year: int) -> tuple[datetime, datetime]:
-    return datetime(year, 1, 1, tzinfo=LOCAL).astimezone(UTC), datetime(year + 1, 1, 1, tzinfo=LOCAL).astimezone(UTC)
 
 
 def _empty(org: Organisation, year: int) -> dict[str, Any]:
@@ -86,7 +78,7 @@ def yearly(
     rows = {o.id: _empty(o, year) for o in orgs}
     if not rows:
         return []
-    start, end = _span(year)
+    start, end = year_span(year)
     ids = list(rows)
 
     # Leads the organisation received in the year, and its answers.
