@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -865,3 +866,164 @@ class PerformanceEvaluation(Base):
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     recorded_by: Mapped[str] = mapped_column(String(200))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- researchers as a supply side (measures 11 and 12) -------------------------------------------------------------
+
+
+class Researcher(Base):
+    """A researcher offered to enterprises (科技专员, 科技副总, 协同创新工程师, talent projects): affiliation, fields,
+    their achievements, a self-description, and its vector (the profile's dense signal, embedded once at write)."""
+
+    __tablename__ = "researchers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)  # 所在单位
+    title: Mapped[str] = mapped_column(String(100), default="")  # 职称, e.g. 教授
+    fields: Mapped[list[str]] = mapped_column(JSON, default=list)
+    self_description: Mapped[str] = mapped_column(Text, default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    profile_vector: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, normalised
+    profile_model: Mapped[str | None] = mapped_column(String(200))  # the encoder that wrote it
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ResearcherAchievement(Base):
+    """An achievement a researcher (co-)authored: the achievement side of their match to a need."""
+
+    __tablename__ = "researcher_achievements"
+    __table_args__ = (
+        UniqueConstraint("researcher_id", "achievement_id", name="uq_researcher_achievements_researcher_achievement"),
+        Index("ix_researcher_achievements_achievement", "achievement_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("researchers.id", ondelete="CASCADE"), index=True)
+    achievement_id: Mapped[int] = mapped_column(ForeignKey("achievements.id"))
+
+
+class ProgrammeKind(enum.StrEnum):
+    tech_commissioner = "tech_commissioner"  # 科技专员 (第11条)
+    tech_vice_president = "tech_vice_president"  # 科技副总 (第11条)
+    innovation_engineer = "innovation_engineer"  # 协同创新工程师 (第11条)
+    talent_project = "talent_project"  # 人才项目 (第12条)
+
+
+class ProgrammeStatus(enum.StrEnum):
+    open = "open"  # taking candidates, enterprises and preferences
+    assigned = "assigned"  # the selection round placed its researchers
+
+
+class Programme(Base):
+    """A selection round of a programme for a year: candidate researchers, enterprises with their needs and
+    preferences, and an assignment (each enterprise up to per_enterprise researchers, each researcher up to
+    per_researcher enterprises: one-to-one when both are 1)."""
+
+    __tablename__ = "programmes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[ProgrammeKind] = mapped_column(_enum(ProgrammeKind, "programme_kind"))
+    year: Mapped[int] = mapped_column(Integer)
+    per_enterprise: Mapped[int] = mapped_column(Integer, default=1)
+    per_researcher: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[ProgrammeStatus] = mapped_column(
+        _enum(ProgrammeStatus, "programme_status"), default=ProgrammeStatus.open
+    )
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ProgrammeCandidate(Base):
+    """A researcher standing in a programme's selection round."""
+
+    __tablename__ = "programme_candidates"
+    __table_args__ = (
+        UniqueConstraint("programme_id", "researcher_id", name="uq_programme_candidates_programme_researcher"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    programme_id: Mapped[int] = mapped_column(ForeignKey("programmes.id", ondelete="CASCADE"), index=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("researchers.id"))
+
+
+class ProgrammeRequest(Base):
+    """An enterprise taking part in a programme's round with the need a researcher should help with."""
+
+    __tablename__ = "programme_requests"
+    __table_args__ = (
+        UniqueConstraint("programme_id", "organisation_id", name="uq_programme_requests_programme_organisation"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    programme_id: Mapped[int] = mapped_column(ForeignKey("programmes.id", ondelete="CASCADE"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    need_id: Mapped[int] = mapped_column(ForeignKey("needs.id"))
+
+
+class ProgrammePreference(Base):
+    """An enterprise's preference for a candidate: 3 first choice, 2 preferred, 1 acceptable, 0 refuse (回避: never
+    assigned, like a conflict of interest)."""
+
+    __tablename__ = "programme_preferences"
+    __table_args__ = (
+        UniqueConstraint(
+            "programme_id", "organisation_id", "researcher_id", name="uq_programme_preferences_programme_pair"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    programme_id: Mapped[int] = mapped_column(ForeignKey("programmes.id", ondelete="CASCADE"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("researchers.id"))
+    level: Mapped[int] = mapped_column(Integer)
+
+
+class PlacementState(enum.StrEnum):
+    proposed = "proposed"  # the selection round's assignment
+    confirmed = "confirmed"  # both sides agreed (签约/备案)
+    in_post = "in_post"  # the researcher serves in the enterprise (入企服务)
+    completed = "completed"  # the service period ended and was accepted
+    withdrawn = "withdrawn"
+
+
+class Placement(Base):
+    """A researcher placed in an enterprise by a programme, tracked from proposal to completion like a deal."""
+
+    __tablename__ = "placements"
+    __table_args__ = (
+        UniqueConstraint(
+            "programme_id", "researcher_id", "organisation_id", name="uq_placements_programme_researcher_org"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    programme_id: Mapped[int] = mapped_column(ForeignKey("programmes.id"), index=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("researchers.id"), index=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    need_id: Mapped[int | None] = mapped_column(ForeignKey("needs.id"))
+    state: Mapped[PlacementState] = mapped_column(
+        _enum(PlacementState, "placement_state"), default=PlacementState.proposed
+    )
+    # Why the assignment chose this pair: the match's fused score and ranks, the enterprise's preference.
+    basis: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_on: Mapped[date | None] = mapped_column(Date)
+    ended_on: Mapped[date | None] = mapped_column(Date)
+    state_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PlacementEvent(Base):
+    """One step of a placement's history."""
+
+    __tablename__ = "placement_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    placement_id: Mapped[int] = mapped_column(ForeignKey("placements.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[PlacementState | None] = mapped_column(_enum(PlacementState, "placement_state"))
+    to_state: Mapped[PlacementState] = mapped_column(_enum(PlacementState, "placement_state"))
+    actor: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
