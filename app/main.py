@@ -26,6 +26,7 @@ from app.routers import (
     pages,
     push,
     reports,
+    researcherpages,
     researchers,
     review,
     subsidies,
@@ -87,6 +88,7 @@ def create_app(*, settings: Settings | None = None, runtime: Runtime | None = No
         pages.router,
         workpages.router,
         evaluationpages.router,
+        researcherpages.router,
     ):
         app.include_router(router)
     pages.install(app)  # pages answer errors as pages (the API keeps problem+json)

@@ -932,6 +932,8 @@ class Programme(Base):
     status: Mapped[ProgrammeStatus] = mapped_column(
         _enum(ProgrammeStatus, "programme_status"), default=ProgrammeStatus.open
     )
+    # The assignment's report: enterprises it left without a researcher, and why.
+    unplaced: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -4,7 +4,7 @@ rounds (candidates, enterprises' needs and preferences, the assignment) and the 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy.orm import Session
@@ -116,7 +116,7 @@ def researchers_for_need(
     ]
 
 
-def programme_out(session: Session, programme: Programme, unplaced: list[dict[str, Any]] | None = None) -> ProgrammeOut:
+def programme_out(session: Session, programme: Programme) -> ProgrammeOut:
     return ProgrammeOut(
         id=programme.id,
         name=programme.name,
@@ -138,7 +138,7 @@ def programme_out(session: Session, programme: Programme, unplaced: list[dict[st
             PlacementOut.model_validate(p)
             for p in selection.placements_of(session=session, viewer=_STAFF_VIEW, programme_id=programme.id)
         ],
-        unplaced=unplaced or [],
+        unplaced=list(programme.unplaced or []),
     )
 
 
@@ -194,10 +194,10 @@ def set_preference(
 def assign(programme_id: IdPath, session: SessionDep, runtime: RuntimeDep, actor: StaffDep) -> ProgrammeOut:
     """Solve the round (staff): as many placements as the capacities allow, without conflicts, preferring the best
     matches and the enterprises' preferences; enterprises left out are listed with the reason."""
-    _, unplaced = selection.assign(
+    selection.assign(
         session=session, indexes=runtime.indexes, embedder=runtime.embedder, programme_id=programme_id, actor=actor
     )
-    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id), unplaced)
+    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id))
 
 
 @router.get("/placements", response_model=list[PlacementOut])

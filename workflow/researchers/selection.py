@@ -263,6 +263,7 @@ def assign(
         )
         unplaced.append({"organisation_id": request.organisation_id, "need_id": request.need_id, "reason": reason})
     programme.status = ProgrammeStatus.assigned
+    programme.unplaced = unplaced
     session.flush()
     audit.record(
         session=session,

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column(
             "status", sa.Enum("open", "assigned", name="programme_status", native_enum=False, length=32), nullable=False
         ),
+        sa.Column("unplaced", sa.JSON(), nullable=False),
         sa.Column("created_by", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["created_by"], ["users.id"], name=op.f("fk_programmes_created_by_users")),

@@ -1,0 +1,94 @@
+"""Researchers' pages in a real headless Chromium: an enterprise opens its need's matched researchers (with the
+achievements and profile that placed them), staff solve a programme's selection round on its page, and the
+enterprise confirms its placement; every click is checked in the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from app.runtime import Runtime
+from models.tables import Placement, PlacementState, Programme
+from tests.app.conftest import STAFF, organisation, shot, sign_in_browser
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def round_(client: TestClient, people: dict[str, dict]) -> dict[str, Any]:
+    orgs = people["orgs"]
+    institute = organisation(client, "海洋食品研究所", "research_institute")
+    body = {"title": "石墨烯改性反渗透复合膜", "abstract": "提高海水淡化膜通量与抗污染性能", "owner_id": orgs["uni"]}
+    achievement = client.post("/api/v1/achievements", json=body, headers=STAFF).json()["id"]
+    researchers = {}
+    for key, profile in {
+        "membrane": {
+            "name": "张膜",
+            "title": "教授",
+            "organisation_id": orgs["uni"],
+            "fields": ["膜分离", "海水淡化"],
+            "self_description": "长期从事反渗透膜材料研究",
+            "achievement_ids": [achievement],
+        },
+        "cold": {
+            "name": "王鲜",
+            "organisation_id": institute,
+            "fields": ["冷链物流", "食品保鲜"],
+            "self_description": "水产品冷链保鲜包装",
+        },
+    }.items():
+        r = client.post("/api/v1/researchers", json=profile, headers=STAFF)
+        assert r.status_code == 201, r.text
+        researchers[key] = r.json()["id"]
+    need = {"title": "海水淡化反渗透膜抗污染改性", "description": "反渗透膜污染快、通量衰减，寻求改性膜材料"}
+    need_id = client.post("/api/v1/needs", json=need, headers=people["enterprise"]["headers"]).json()["id"]
+    body = {"name": "2026 年科技专员选派", "kind": "tech_commissioner", "year": 2026}
+    programme = client.post("/api/v1/programmes", json=body, headers=STAFF).json()["id"]
+    r = client.put(
+        f"/api/v1/programmes/{programme}/candidates",
+        json={"researcher_ids": list(researchers.values())},
+        headers=STAFF,
+    )
+    assert r.status_code == 200, r.text
+    r = client.post(
+        f"/api/v1/programmes/{programme}/requests", json={"need_id": need_id}, headers=people["enterprise"]["headers"]
+    )
+    assert r.status_code == 201, r.text
+    return {"need": need_id, "programme": programme, "researchers": researchers}
+
+
+def test_an_enterprise_finds_researchers_and_confirms_the_one_staff_assign(
+    browser: Any, live: str, runtime: Runtime, people: dict[str, dict], round_: dict[str, Any]
+) -> None:
+    ent = sign_in_browser(browser, live, "ent-a")
+    ent.goto(f"{live}/needs/{round_['need']}")
+    with ent.expect_navigation():
+        ent.locator("#researchers-link").click()
+    first = ent.locator("#researchers li.hit").first
+    assert first.get_attribute("data-researcher") == str(round_["researchers"]["membrane"])
+    assert "石墨烯改性反渗透复合膜" in first.locator(".achievements").inner_text()
+    shot(ent, "researchers")
+
+    staff = sign_in_browser(browser, live, "staff-1")
+    staff.goto(f"{live}/programmes/{round_['programme']}")
+    with staff.expect_navigation():
+        staff.locator("#assign").click()
+    row = staff.locator("#placements tr[data-placement]")
+    assert row.count() == 1 and row.locator(".researcher").inner_text() == "张膜"
+    assert row.locator(".state").inner_text() == "拟选派"
+    shot(staff, "programme")
+    with runtime.session_factory() as session:
+        (placement,) = session.scalars(select(Placement).where(Placement.programme_id == round_["programme"])).all()
+        assert placement.researcher_id == round_["researchers"]["membrane"]
+        assert placement.organisation_id == people["orgs"]["ent_a"]
+        assert session.get_one(Programme, round_["programme"]).status == "assigned"
+
+    ent.goto(f"{live}/placements")
+    with ent.expect_navigation():
+        ent.locator(f"tr[data-placement='{placement.id}'] button.next").click()
+    assert ent.locator(f"tr[data-placement='{placement.id}'] .state").inner_text() == "已确认"
+    with runtime.session_factory() as session:
+        assert session.get_one(Placement, placement.id).state == PlacementState.confirmed
