@@ -817,6 +817,7 @@ class CarrierKind(enum.StrEnum):
     pilot_base = "pilot_base"  # 中试示范基地 (第6条)
     proof_of_concept_center = "proof_of_concept_center"  # 概念验证中心 (第6条)
     agency = "agency"  # 技术转移服务机构 (第9条)
+    training_base = "training_base"  # 技术转移人才培养基地 (第10条)
 
 
 class Carrier(Base):
@@ -863,6 +864,14 @@ class PerformanceEvaluation(Base):
     provincial_yuan: Mapped[Decimal | None] = mapped_column(Money)
     evaluator: Mapped[str] = mapped_column(String(200))
     decided_on: Mapped[date] = mapped_column(Date)
+    # A training base's year (第10条): its level, whether it was first recognised (10.1, paid up to the level's
+    # ceiling: assessed_yuan), and the brokers it trained with their fees waived (10.2).
+    base_level: Mapped[str | None] = mapped_column(String(20))  # national | provincial | municipal
+    first_recognition: Mapped[bool | None] = mapped_column(Boolean)
+    trainees: Mapped[int | None] = mapped_column(Integer)
+    qualified_and_filed: Mapped[bool | None] = mapped_column(Boolean)
+    trainees_in_weihai: Mapped[bool | None] = mapped_column(Boolean)
+    waived_fees_yuan: Mapped[Decimal | None] = mapped_column(Money)
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     recorded_by: Mapped[str] = mapped_column(String(200))
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

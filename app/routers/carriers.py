@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -44,6 +44,17 @@ class EvaluationIn(BaseModel):
     provincial_yuan: StoredYuan | None = None
     evaluator: Text = Field(min_length=1, max_length=200)
     decided_on: date
+    # A training base's year (第10条): its level, a first recognition this year (10.1, assessed_yuan), and the
+    # brokers it trained: how many, qualified and filed, working in Weihai, the fees it waived (10.2).
+    base_level: Literal["national", "provincial", "municipal"] | None = None
+    first_recognition: bool | None = None
+    trainees: int | None = Field(default=None, ge=0, le=1_000_000)
+    qualified_and_filed: bool | None = None
+    trainees_in_weihai: bool | None = None
+    waived_fees_yuan: StoredYuan | None = None
+
+    def training(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in service.TRAINING_FIELDS}
 
 
 @router.post("", status_code=201, responses=BODY_RESPONSES)
@@ -108,6 +119,7 @@ def record_evaluation(
         evaluator=body.evaluator,
         decided_on=body.decided_on,
         actor=actor,
+        training=body.training(),
     )
     return service.sheet(session, service.get_carrier(session=session, carrier_id=carrier_id), year)
 

@@ -30,7 +30,9 @@ KIND_NAMES = {
     CarrierKind.pilot_base: "中试示范基地（第6条）",
     CarrierKind.proof_of_concept_center: "概念验证中心（第6条）",
     CarrierKind.agency: "技术转移服务机构（第9条）",
+    CarrierKind.training_base: "技术转移人才培养基地（第10条）",
 }
+LEVEL_NAMES = {"national": "国家级", "provincial": "省级", "municipal": "市级"}
 GRADE_NAMES = {"excellent": "优秀", "good": "良好", "qualified": "合格", "unqualified": "不合格"}
 # The evidence's counts in the order and words of the sheet a bureau fills in: what came through the carrier itself,
 # then its organisation's own figures.
@@ -134,6 +136,7 @@ def sheet_page(
         sheet=service.sheet(session, carrier, chosen),
         kind_names=KIND_NAMES,
         grade_names=GRADE_NAMES,
+        level_names=LEVEL_NAMES,
         evidence_groups=[("经本载体（系统归集）", CARRIER_EVIDENCE_NAMES), ("依托单位", EVIDENCE_NAMES)],
         grades=service.GRADES,
         today=dt.date.today(),
@@ -156,6 +159,12 @@ async def evaluate_page(carrier_id: int, year: int, request: Request, runtime: R
                 "provincial_yuan": form.get("provincial_yuan") or None,
                 "evaluator": form.get("evaluator", ""),
                 "decided_on": form.get("decided_on", ""),
+                "base_level": form.get("base_level") or None,
+                "first_recognition": {"yes": True, "no": False}.get(form.get("first_recognition", "")),
+                "trainees": form.get("trainees") or None,
+                "qualified_and_filed": {"yes": True, "no": False}.get(form.get("qualified_and_filed", "")),
+                "trainees_in_weihai": {"yes": True, "no": False}.get(form.get("trainees_in_weihai", "")),
+                "waived_fees_yuan": form.get("waived_fees_yuan") or None,
             }
         )
     except ValidationError as exc:
@@ -177,6 +186,7 @@ def _evaluate_sync(carrier_id: int, year: int, runtime: Any, page: PageSession, 
             evaluator=data.evaluator,
             decided_on=data.decided_on,
             actor=page.principal,
+            training=data.training(),
         )
         session.commit()
     return RedirectResponse(f"/carriers/{carrier_id}?year={year}", status_code=303)

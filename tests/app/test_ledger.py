@@ -449,3 +449,78 @@ def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
     assert r.status_code == 200, r.text
     item = r.json()["ledger"]["item"]
     assert item["measure"] == "2" and item["amount_yuan"] == "60000.00" and item["party_id"] == orgs["ent_b"]
+
+
+def test_a_training_bases_year_gives_its_recognition_and_its_fee_waivers_from_the_engine(
+    client: TestClient, people: dict[str, dict], deals: dict[str, Any]
+) -> None:
+    orgs = people["orgs"]
+    body = {"kind": "training_base", "organisation_id": orgs["uni"], "name": "技术转移人才培养基地"}
+    r = client.post("/api/v1/carriers", json=body, headers=STAFF)
+    assert r.status_code == 201 and r.json()["measure"] == "10", r.text
+    base = r.json()["id"]
+    year = {
+        "evaluator": "市科技局",
+        "decided_on": "2026-03-01",
+        "base_level": "provincial",
+        "first_recognition": True,
+        "assessed_yuan": "150000.00",  # over the provincial ceiling of 10.1
+        "trainees": 40,
+        "qualified_and_filed": True,
+        "trainees_in_weihai": True,
+        "waived_fees_yuan": "600000.00",  # over 10.2's yearly ceiling
+        "provincial_yuan": "200000.00",  # the province's money for the same year does not stack
+    }
+    # A training base's year names its level; only a training base records trainings.
+    missing = client.put(f"/api/v1/carriers/{base}/evaluations/2025", json=year | {"base_level": None}, headers=STAFF)
+    assert missing.status_code == 422 and missing.json()["field"] == "base_level"
+    agency = client.post(
+        "/api/v1/carriers", json={"kind": "agency", "organisation_id": orgs["agency"], "name": "机构"}, headers=STAFF
+    ).json()["id"]
+    wrong = client.put(
+        f"/api/v1/carriers/{agency}/evaluations/2025",
+        json={"grade": "good", "evaluator": "x", "decided_on": "2026-03-01", "trainees": 3},
+        headers=STAFF,
+    )
+    assert wrong.status_code == 422 and "only a training base" in wrong.json()["detail"]
+
+    r = client.put(f"/api/v1/carriers/{base}/evaluations/2025", json=year, headers=STAFF)
+    assert r.status_code == 200, r.text
+    sheet = r.json()
+    assert sheet["evaluation"]["training"]["waived_fees_yuan"] == "600000.00"
+    got = {i["measure"]: i["amount_yuan"] for i in sheet["ledger"]["items"]}
+    # The same facts through the calculator give the same two items.
+    uni = client.get(f"/api/v1/organisations/{orgs['uni']}", headers=STAFF).json()
+    facts = {
+        "year": 2026,
+        "parties": [{"id": "U", "kind": uni["kind"], "in_weihai": uni["in_weihai"]}],
+        "recognitions": [
+            {
+                "id": "R",
+                "measure": "10.1",
+                "party": "U",
+                "level": "provincial",
+                "first_time": True,
+                "assessed_yuan": "150000.00",
+                "decided_on": "2026-03-01",
+            }
+        ],
+        "trainings": [
+            {
+                "id": "T",
+                "party": "U",
+                "base_level": "provincial",
+                "qualified_and_filed": True,
+                "trainees_work_in_weihai": True,
+                "trainees": 40,
+                "waived_fees_yuan": "600000.00",
+                "provincial_yuan": "200000.00",
+                "decided_on": "2026-03-01",
+            }
+        ],
+    }
+    expected = client.post("/api/v1/subsidies/evaluate", json=facts)
+    assert expected.status_code == 200, expected.text
+    want = {i["measure"]: i["amount_yuan"] for i in expected.json()["items"]}
+    assert got == want and set(got) == {"10.1", "10.2"}, (got, want)
+    assert got["10.1"] == "100000.00"  # the provincial ceiling

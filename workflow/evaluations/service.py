@@ -45,8 +45,19 @@ MEASURES: dict[CarrierKind, str] = {
     CarrierKind.pilot_base: "6",
     CarrierKind.proof_of_concept_center: "6",
     CarrierKind.agency: "9.2",
+    CarrierKind.training_base: "10",
 }
 GRADES = ("excellent", "good", "qualified", "unqualified")
+LEVELS = ("national", "provincial", "municipal")
+TRAINING_FIELDS = (
+    "base_level",
+    "first_recognition",
+    "trainees",
+    "qualified_and_filed",
+    "trainees_in_weihai",
+    "waived_fees_yuan",
+)
+RECOGNITION_SUFFIX = "-recognition"
 EVAL_PREFIX = "eval-"
 
 
@@ -185,9 +196,22 @@ def record_evaluation(
     evaluator: str,
     decided_on: date,
     actor: Principal,
+    training: dict[str, Any] | None = None,
 ) -> PerformanceEvaluation:
-    """Record (or correct) a carrier's evaluation of a year, with the counts it was judged beside."""
+    """Record (or correct) a carrier's evaluation of a year, with the counts it was judged beside. A training base's
+    year also records its level, a first recognition (10.1: assessed_yuan) and the brokers it trained (10.2)."""
     carrier = get_carrier(session=session, carrier_id=carrier_id)
+    training = {k: v for k, v in (training or {}).items() if v is not None}
+    unknown = set(training) - set(TRAINING_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown training fields {sorted(unknown)}", field=sorted(unknown)[0])
+    if carrier.kind == CarrierKind.training_base:
+        if training.get("base_level") not in LEVELS:
+            raise InvalidInput(
+                f"a training base's year names its level: one of {', '.join(LEVELS)}", field="base_level"
+            )
+    elif training:
+        raise InvalidInput(f"only a training base records {', '.join(sorted(training))}", field=sorted(training)[0])
     if carrier.kind == CarrierKind.agency and grade is None:
         raise InvalidInput("an agency's evaluation has a grade (优秀 excellent, 良好 good, …)", field="grade")
     if grade is not None and grade not in GRADES:
@@ -209,6 +233,7 @@ def record_evaluation(
         "decided_on": decided_on,
         "evidence": evidence(session, carrier, year),
         "recorded_by": actor.actor,
+        **{key: training.get(key) for key in TRAINING_FIELDS},
     }
     if found is None:
         found = PerformanceEvaluation(carrier_id=carrier.id, year=year, **values)
@@ -261,6 +286,11 @@ def evaluation_out(evaluation: PerformanceEvaluation | None) -> dict[str, Any] |
         "decided_on": evaluation.decided_on.isoformat(),
         "recorded_by": evaluation.recorded_by,
         "evidence": evaluation.evidence,
+        "training": {
+            key: (format_yuan(value) if isinstance(value, Decimal) else value)
+            for key in TRAINING_FIELDS
+            if (value := getattr(evaluation, key)) is not None
+        },
     }
 
 
@@ -280,17 +310,15 @@ def sheet(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
         "ledger": None,
     }
     if evaluation is not None:
-        key = evaluation_key(evaluation.id)
+        keys = {evaluation_key(evaluation.id), evaluation_key(evaluation.id) + RECOGNITION_SUFFIX}
         computed = ledger.compute(session, evaluation.decided_on.year)
-        item = next(
-            (i for i in computed["items"] if any(link.get("evaluation_id") == evaluation.id for link in i["links"])),
-            None,
-        )
+        items = [i for i in computed["items"] if any(link.get("evaluation_id") == evaluation.id for link in i["links"])]
         out["ledger"] = {
             "year": evaluation.decided_on.year,
-            "item": item,
-            "rejections": [r["reason"] for r in computed["rejections"] if r["source"] == key],
-            "pending": [p["reason"] for p in computed["pending"] if p["source"] == key],
+            "item": items[0] if items else None,  # the first; a training base's year may give two (10.1, 10.2)
+            "items": items,
+            "rejections": [r["reason"] for r in computed["rejections"] if r["source"] in keys],
+            "pending": [p["reason"] for p in computed["pending"] if p["source"] in keys],
         }
     return out
 
@@ -303,11 +331,11 @@ def evaluation_of(session: Session, carrier: Carrier, year: int) -> PerformanceE
     )
 
 
-def engine_rows(session: Session, year: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
-    """The evaluations decided in `year` as the engine's activities (2) and evaluations (3, 6, 9.2); the organisations
-    they pay, by id; keyed by evaluation."""
-    activities: list[dict[str, Any]] = []
-    evaluations: list[dict[str, Any]] = []
+def engine_rows(session: Session, year: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The evaluations decided in `year` as the engine's rows — activities (2), evaluations (3, 6, 9.2),
+    recognitions (10.1) and trainings (10.2) — and, by the engine's source id, the evaluation and carrier each came
+    from (the organisations they pay are the carriers')."""
+    rows: dict[str, list[dict[str, Any]]] = {"activities": [], "evaluations": [], "recognitions": [], "trainings": []}
     found: dict[str, Any] = {}
     stmt = select(PerformanceEvaluation, Carrier).join(Carrier, Carrier.id == PerformanceEvaluation.carrier_id)
     for evaluation, carrier in session.execute(stmt.order_by(PerformanceEvaluation.id)).tuples():
@@ -323,13 +351,34 @@ def engine_rows(session: Session, year: int) -> tuple[list[dict[str, Any]], list
             "decided_on": evaluation.decided_on,
         }
         if carrier.kind == CarrierKind.event:
-            activities.append(common | {"filed": carrier.filed, "selected": evaluation.selected})
+            rows["activities"].append(common | {"filed": carrier.filed, "selected": evaluation.selected})
         elif carrier.kind == CarrierKind.agency:
-            evaluations.append(
+            rows["evaluations"].append(
                 common | {"measure": "9.2", "grade": evaluation.grade, "provincial_yuan": evaluation.provincial_yuan}
             )
+        elif carrier.kind == CarrierKind.training_base:
+            level = evaluation.base_level or "municipal"
+            if evaluation.first_recognition:
+                found[key + RECOGNITION_SUFFIX] = (evaluation, carrier)
+                rows["recognitions"].append(
+                    common | {"id": key + RECOGNITION_SUFFIX, "measure": "10.1", "level": level, "first_time": True}
+                )
+            if evaluation.waived_fees_yuan is not None:
+                rows["trainings"].append(
+                    {
+                        "id": key,
+                        "party": party,
+                        "base_level": level,
+                        "qualified_and_filed": bool(evaluation.qualified_and_filed),
+                        "trainees_work_in_weihai": bool(evaluation.trainees_in_weihai),
+                        "trainees": evaluation.trainees or 0,
+                        "waived_fees_yuan": evaluation.waived_fees_yuan,
+                        "provincial_yuan": evaluation.provincial_yuan,
+                        "decided_on": evaluation.decided_on,
+                    }
+                )
         else:
-            evaluations.append(
+            rows["evaluations"].append(
                 common
                 | {
                     "measure": MEASURES[carrier.kind],
@@ -338,4 +387,4 @@ def engine_rows(session: Session, year: int) -> tuple[list[dict[str, Any]], list
                     "selected": evaluation.selected,
                 }
             )
-    return activities, evaluations, found
+    return rows, found

@@ -97,8 +97,8 @@ def build_inputs(session: Session, year: int) -> Inputs:
             listings.append({"id": call_key(call.id), **listing})
     org_ids = {o for d in deals.values() for o in (d.buyer_id, d.seller_id, d.agency_id) if o is not None}
     org_ids |= {c.recipient_id for c in calls.values() if c.recipient_id is not None}
-    # Carriers' performance evaluations decided in the year (measures 2, 3, 6, 9.2).
-    activities, evaluation_rows, evaluations = engine_rows(session, year)
+    # Carriers' performance evaluations decided in the year (measures 2, 3, 6, 9.2, 10).
+    carrier_rows, evaluations = engine_rows(session, year)
     org_ids |= {carrier.organisation_id for _, carrier in evaluations.values()}
     organisations = {
         o.id: o
@@ -112,8 +112,7 @@ def build_inputs(session: Session, year: int) -> Inputs:
             "parties": [party_of(o) for o in organisations.values()],
             "contracts": [_contract(deals[i], contracts[i], payments[i], end) for i in deals],
             "listings": listings,
-            "activities": activities,
-            "evaluations": evaluation_rows,
+            **carrier_rows,
         }
     )
     return Inputs(request, deals, contracts, payments, organisations, leads, skipped, calls, evaluations)
