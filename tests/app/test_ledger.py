@@ -406,11 +406,15 @@ def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
     bad = client.put(f"/api/v1/carriers/{event}/participants", json={"organisation_ids": [999999]}, headers=STAFF)
     assert bad.status_code == 422 and "999999" in bad.json()["detail"]
 
-    # New needs after the last batch; enterprise B (not attending) subscribes too.
-    for line in (DEMO_DATA / "needs.jsonl").read_text(encoding="utf-8").splitlines()[5:8]:
+    # New needs after the last batch, one of them of enterprise B (not attending), which subscribes too.
+    outsider = None
+    for i, line in enumerate((DEMO_DATA / "needs.jsonl").read_text(encoding="utf-8").splitlines()[5:9]):
         row = json.loads(line)
-        need = {k: row[k] for k in ("title", "description", "field")} | {"owner_id": orgs["ent_a"]}
-        assert client.post("/api/v1/needs", json=need, headers=STAFF).status_code == 201
+        owner = orgs["ent_b"] if i == 0 else orgs["ent_a"]
+        need = {k: row[k] for k in ("title", "description", "field")} | {"owner_id": owner}
+        r = client.post("/api/v1/needs", json=need, headers=STAFF)
+        assert r.status_code == 201, r.text
+        outsider = outsider or r.json()["id"]
     sub = {"target": "achievements", "min_score": -1000}
     assert client.post("/api/v1/subscriptions", json=sub, headers=people["enterprise_b"]["headers"]).status_code == 201
     r = client.post("/api/v1/push/run", json={"carrier_id": event}, headers=STAFF)
@@ -421,7 +425,9 @@ def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
     # The university answers one of the event's leads and opens a deal from it: the deal is the event's.
     uni = people["university"]["headers"]
     inbox = client.get("/api/v1/inbox", headers=uni).json()["items"]
-    lead = next(i for i in inbox if i["batch_id"] == batch["id"])
+    pushed = [i for i in inbox if i["batch_id"] == batch["id"]]
+    assert pushed and outsider not in {i["need_id"] for i in pushed}  # only the participants' listings
+    lead = pushed[0]
     assert client.post(f"/api/v1/inbox/{lead['id']}/respond", json={"response": "interested"}, headers=uni).is_success
     opened = {"need_id": lead["need_id"], "achievement_id": lead["achievement_id"], "lead_id": lead["id"]}
     r = client.post("/api/v1/deals", json=opened, headers=uni)

@@ -132,9 +132,11 @@ def run_batch(
     """Compute and store one batch of leads over every active subscription; one subscription's failure is reported
     in the batch and never stops the others.
 
-    With carrier_id, the batch is a matchmaking event's (对接活动): only its participants' subscriptions, and the
-    leads count as the event's in its evaluation."""
+    With carrier_id, the batch is a matchmaking event's (对接活动): its participants' subscriptions, with listings of
+    its participants only, and the leads count as the event's in its evaluation. A lead already pushed to an
+    organisation is never pushed again, so an event's batch holds what was new to its participants."""
     stmt = select(Subscription).where(Subscription.active.is_(True)).order_by(Subscription.id)
+    among: set[int] | None = None
     if carrier_id is not None:
         if session.get(Carrier, carrier_id) is None:
             raise NotFound(f"carrier {carrier_id} not found", field="carrier_id")
@@ -142,6 +144,7 @@ def run_batch(
         if session.scalar(members.limit(1)) is None:
             raise InvalidInput(f"carrier {carrier_id} has no participants to push to", field="carrier_id")
         stmt = stmt.where(Subscription.organisation_id.in_(members))
+        among = set(session.scalars(members))
     batch = PushBatch(
         trigger=trigger,
         ranker_version=ranker_version,
@@ -157,7 +160,7 @@ def run_batch(
         entry: dict[str, Any] = {"subscription_id": sub.id, "organisation_id": sub.organisation_id}
         try:
             with session.begin_nested():
-                entry.update(_push(session, indexes, sub, batch, max_leads=max_leads))
+                entry.update(_push(session, indexes, sub, batch, max_leads=max_leads, among=among))
         except Exception as exc:  # noqa: BLE001 - one subscriber's failure is its report line, not the batch's end
             entry["error"] = f"{type(exc).__name__}: {exc}"
         report.append(entry)
@@ -180,14 +183,28 @@ def run_batch(
     return batch
 
 
-def _push(session: Session, indexes: Indexes, sub: Subscription, batch: PushBatch, *, max_leads: int) -> dict[str, int]:
-    """One subscription's leads in this batch: candidates → the new, qualifying best → rows."""
+def _push(
+    session: Session,
+    indexes: Indexes,
+    sub: Subscription,
+    batch: PushBatch,
+    *,
+    max_leads: int,
+    among: set[int] | None = None,
+) -> dict[str, int]:
+    """One subscription's leads in this batch: candidates (of the `among` organisations' listings only, when given)
+    → the new, qualifying best → rows."""
     org = sub.organisation
     viewer = _as_member(org)
     pushed_kind = IngestKind.needs if sub.target == SubscriptionTarget.needs else IngestKind.achievements
     candidates = _candidates(session, indexes, sub, viewer)
     owned = _owned_ids(session, pushed_kind, org.id, [c.pushed_id for c in candidates])
     fields = _fields(session, pushed_kind, [c.pushed_id for c in candidates]) if sub.fields else {}
+    if among is not None:
+        model = _model(pushed_kind)
+        ids = {c.pushed_id for c in candidates}
+        allowed = set(session.scalars(select(model.id).where(model.id.in_(ids), model.owner_id.in_(among))))
+        candidates = [c for c in candidates if c.pushed_id in allowed]
     best: dict[int, _Candidate] = {}
     for cand in candidates:
         if cand.pushed_id in owned:
