@@ -65,11 +65,25 @@ def migrate(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # SQLite: the IMMEDIATE transaction is the lock. PostgreSQL: an advisory lock, taken before Alembic reads the
     # version table, so the second process waits and then finds the schema at head.
-    with writer_engine(engine).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    with writer_engine(engine).connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite alters a column by rebuilding its table (copy, drop, rename): dropping a parent while foreign
+            # keys are enforced would delete its children's rows (ON DELETE CASCADE) or fail. The pragma only takes
+            # effect outside a transaction, so it is set on the raw connection before the migration's BEGIN; the
+            # keys are checked before commit and enforced again after.
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite and (dangling := conn.execute(text("PRAGMA foreign_key_check")).all()):
+                    raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {dangling[:10]}")
+        finally:
+            if sqlite:
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 @contextmanager
