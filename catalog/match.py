@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -69,8 +69,10 @@ def match_text(
     filters: Mapping[str, str] | None = None,
     viewer: Principal = ANONYMOUS_VIEWER,
     exclude_ids: tuple[int, ...] = (),
+    within: Collection[int] | None = None,
 ) -> list[Match]:
-    """The k best published rows of the target for a free text, explained."""
+    """The k best published rows of the target for a free text, explained; `within` limits the search to those ids
+    (inside retrieval, so the k come from them however the rest of the catalogue ranks)."""
     filters = dict(filters or {})
     for key in filters:
         if key not in FILTERS[target]:
@@ -85,7 +87,9 @@ def match_text(
     if not query.strip():
         raise InvalidInput("text is empty after normalisation", field="text")
     # More than k, so that k remain once duplicates collapse.
-    hits = indexes.search(target, query, k=k + min(2 * k, 50), filters=filters or None, exclude_ids=exclude_ids)
+    hits = indexes.search(
+        target, query, k=k + min(2 * k, 50), filters=filters or None, exclude_ids=exclude_ids, within=within
+    )
     model: type[Need] | type[Achievement] = Achievement if target == "achievements" else Need
     found = cast(
         "Sequence[Need | Achievement]", session.scalars(select(model).where(model.id.in_([h.id for h in hits]))).all()
@@ -146,20 +150,45 @@ def _query_text(row: Need | Achievement) -> str:
 
 
 def matches_for_need(
-    *, session: Session, indexes: Indexes, need_id: int, k: int = 10, viewer: Principal = ANONYMOUS_VIEWER
+    *,
+    session: Session,
+    indexes: Indexes,
+    need_id: int,
+    k: int = 10,
+    viewer: Principal = ANONYMOUS_VIEWER,
+    within: Collection[int] | None = None,
 ) -> list[Match]:
-    """The best achievements for a need the viewer may see."""
+    """The best achievements (among `within`, when given) for a need the viewer may see."""
     need = get_need(session=session, need_id=need_id, viewer=viewer)
     return match_text(
-        session=session, indexes=indexes, text=_query_text(need), target="achievements", k=k, viewer=viewer
+        session=session,
+        indexes=indexes,
+        text=_query_text(need),
+        target="achievements",
+        k=k,
+        viewer=viewer,
+        within=within,
     )
 
 
 def matches_for_achievement(
-    *, session: Session, indexes: Indexes, achievement_id: int, k: int = 10, viewer: Principal = ANONYMOUS_VIEWER
+    *,
+    session: Session,
+    indexes: Indexes,
+    achievement_id: int,
+    k: int = 10,
+    viewer: Principal = ANONYMOUS_VIEWER,
+    within: Collection[int] | None = None,
 ) -> list[Match]:
-    """The best needs for an achievement the viewer may see (public needs only, unless staff)."""
+    """The best needs (among `within`, when given) for an achievement the viewer may see (public needs only, unless
+    staff)."""
     achievement = get_achievement(session=session, achievement_id=achievement_id, viewer=viewer)
     return match_text(
-        session=session, indexes=indexes, text=_query_text(achievement), target="needs", k=k, viewer=viewer
+        session=session,
+        indexes=indexes,
+        text=_query_text(achievement),
+        target="needs",
+        k=k,
+        viewer=viewer,
+        within=within,
     )

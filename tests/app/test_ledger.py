@@ -5,6 +5,7 @@ deals; every item leads back to its deals, payments, leads and matches; frozen v
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import io
 import json
 from decimal import Decimal
@@ -388,10 +389,11 @@ def test_an_agencys_evaluation_sheet_shows_its_deals_and_its_measure_9_item_foll
 
 
 def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
-    client: TestClient, people: dict[str, dict], deals: dict[str, Any]
+    client: TestClient, people: dict[str, dict], deals: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     orgs = people["orgs"]
-    assert client.patch(f"/api/v1/organisations/{orgs['ent_b']}", json={"in_weihai": True}, headers=STAFF).status_code
+    r = client.patch(f"/api/v1/organisations/{orgs['ent_b']}", json={"in_weihai": True}, headers=STAFF)
+    assert r.status_code == 200, r.text
     body = {"kind": "event", "organisation_id": orgs["ent_b"], "name": "2026 海洋装备产学研对接会", "filed": True}
     r = client.post("/api/v1/carriers", json=body, headers=STAFF)
     assert r.status_code == 201, r.text
@@ -406,10 +408,14 @@ def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
     bad = client.put(f"/api/v1/carriers/{event}/participants", json={"organisation_ids": [999999]}, headers=STAFF)
     assert bad.status_code == 422 and "999999" in bad.json()["detail"]
 
-    # New needs after the last batch, one of them of enterprise B (not attending), which subscribes too.
+    # New needs after the last batch, one of them of enterprise B (not attending), which subscribes too. B's need
+    # copies a university achievement's text, so it is that achievement's best need in the whole catalogue.
+    with gzip.open(DEMO_DATA / "achievements.jsonl.gz", "rt", encoding="utf-8") as handle:
+        first = json.loads(handle.readline())
+    copied = {"title": first["title"], "description": first["abstract"], "field": first["field"]}
     outsider = None
     for i, line in enumerate((DEMO_DATA / "needs.jsonl").read_text(encoding="utf-8").splitlines()[5:9]):
-        row = json.loads(line)
+        row = copied if i == 0 else json.loads(line)
         owner = orgs["ent_b"] if i == 0 else orgs["ent_a"]
         need = {k: row[k] for k in ("title", "description", "field")} | {"owner_id": owner}
         r = client.post("/api/v1/needs", json=need, headers=STAFF)
@@ -417,11 +423,16 @@ def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
         outsider = outsider or r.json()["id"]
     sub = {"target": "achievements", "min_score": -1000}
     assert client.post("/api/v1/subscriptions", json=sub, headers=people["enterprise_b"]["headers"]).status_code == 201
+    # One match per listing: the event's batch searches among its participants' listings, so each still gets its
+    # best participant listing however the whole catalogue ranks (filtering a global top-1 would leave almost none).
+    monkeypatch.setattr("workflow.push.service.MATCH_DEPTH", 1)
     r = client.post("/api/v1/push/run", json={"carrier_id": event}, headers=STAFF)
     assert r.status_code == 200, r.text
     batch = client.get(f"/api/v1/push/batches/{r.json()['batch_id']}", headers=STAFF).json()
     assert batch["carrier_id"] == event and batch["leads"] == r.json()["leads"] > 0
     assert {line["organisation_id"] for line in batch["report"]} <= {orgs["uni"], orgs["ent_a"]}
+    # Every one of the university's 12 achievements got its best participant need, the copied one's included.
+    assert [line["candidates"] for line in batch["report"] if line["organisation_id"] == orgs["uni"]] == [12]
     # The university answers one of the event's leads and opens a deal from it: the deal is the event's.
     uni = people["university"]["headers"]
     inbox = client.get("/api/v1/inbox", headers=uni).json()["items"]

@@ -197,14 +197,13 @@ def _push(
     org = sub.organisation
     viewer = _as_member(org)
     pushed_kind = IngestKind.needs if sub.target == SubscriptionTarget.needs else IngestKind.achievements
-    candidates = _candidates(session, indexes, sub, viewer)
+    within = None
+    if among is not None:  # searched among those listings, so the depth is spent on them, not on the catalogue
+        model = _model(pushed_kind)
+        within = set(session.scalars(select(model.id).where(model.owner_id.in_(among))))
+    candidates = _candidates(session, indexes, sub, viewer, within=within)
     owned = _owned_ids(session, pushed_kind, org.id, [c.pushed_id for c in candidates])
     fields = _fields(session, pushed_kind, [c.pushed_id for c in candidates]) if sub.fields else {}
-    if among is not None:
-        model = _model(pushed_kind)
-        ids = {c.pushed_id for c in candidates}
-        allowed = set(session.scalars(select(model.id).where(model.id.in_(ids), model.owner_id.in_(among))))
-        candidates = [c for c in candidates if c.pushed_id in allowed]
     best: dict[int, _Candidate] = {}
     for cand in candidates:
         if cand.pushed_id in owned:
@@ -260,10 +259,20 @@ def _as_member(org: Organisation) -> Principal:
     return Principal(role=role, organisation_id=org.id, label="push")
 
 
-def _candidates(session: Session, indexes: Indexes, sub: Subscription, viewer: Principal) -> list[_Candidate]:
+def _candidates(
+    session: Session, indexes: Indexes, sub: Subscription, viewer: Principal, *, within: set[int] | None = None
+) -> list[_Candidate]:
     if sub.query is not None:
         target: Target = "needs" if sub.target == SubscriptionTarget.needs else "achievements"
-        hits = match_text(session=session, indexes=indexes, text=sub.query, target=target, k=MATCH_DEPTH, viewer=viewer)
+        hits = match_text(
+            session=session,
+            indexes=indexes,
+            text=sub.query,
+            target=target,
+            k=MATCH_DEPTH,
+            viewer=viewer,
+            within=within,
+        )
         if sub.target == SubscriptionTarget.needs:
             return [_Candidate(pushed_id=m.id, need_id=m.id, achievement_id=None, match=m) for m in hits]
         return [_Candidate(pushed_id=m.id, need_id=None, achievement_id=m.id, match=m) for m in hits]
@@ -271,12 +280,19 @@ def _candidates(session: Session, indexes: Indexes, sub: Subscription, viewer: P
     if sub.target == SubscriptionTarget.needs:  # needs matching the subscriber's achievements
         for achievement_id in _own_published(session, Achievement, sub.organisation_id):
             hits = matches_for_achievement(
-                session=session, indexes=indexes, achievement_id=achievement_id, k=MATCH_DEPTH, viewer=viewer
+                session=session,
+                indexes=indexes,
+                achievement_id=achievement_id,
+                k=MATCH_DEPTH,
+                viewer=viewer,
+                within=within,
             )
             out += [_Candidate(pushed_id=m.id, need_id=m.id, achievement_id=achievement_id, match=m) for m in hits]
     else:  # achievements matching the subscriber's needs
         for need_id in _own_published(session, Need, sub.organisation_id):
-            hits = matches_for_need(session=session, indexes=indexes, need_id=need_id, k=MATCH_DEPTH, viewer=viewer)
+            hits = matches_for_need(
+                session=session, indexes=indexes, need_id=need_id, k=MATCH_DEPTH, viewer=viewer, within=within
+            )
             out += [_Candidate(pushed_id=m.id, need_id=need_id, achievement_id=m.id, match=m) for m in hits]
     return out
 
