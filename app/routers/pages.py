@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -43,6 +44,14 @@ from workflow.review import service as review
 from workflow.review.schemas import BID_SCALE, GRADE_SCALE, REASONS, GradeIn
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+
+
+def _yuan(value: object) -> str:
+    """An amount (a decimal string or Decimal, never a float) as ¥-less text with thousands separators: 1,234.50."""
+    return f"{Decimal(str(value)):,.2f}"
+
+
+TEMPLATES.env.filters["yuan"] = _yuan
 PAGE_SIZE = 10
 MAX_RESULTS = 100
 

@@ -541,3 +541,18 @@ def test_a_training_bases_year_gives_its_recognition_and_its_fee_waivers_from_th
     want = {i["measure"]: i["amount_yuan"] for i in expected.json()["items"]}
     assert got == want and set(got) == {"10.1", "10.2"}, (got, want)
     assert got["10.1"] == "100000.00"  # the provincial ceiling
+
+    # A base is first recognised once: claiming it again in another year is refused, and the first stands.
+    again = client.put(
+        f"/api/v1/carriers/{base}/evaluations/2026", json=year | {"decided_on": "2027-03-01"}, headers=STAFF
+    )
+    assert again.status_code == 409 and "2025" in again.json()["detail"], again.text
+    assert again.json()["field"] == "first_recognition"
+    # Waived fees pay only with both facts stated; left out, the form's "—", they are named.
+    unstated = year | {"first_recognition": False, "decided_on": "2027-03-01", "trainees_in_weihai": None}
+    r = client.put(f"/api/v1/carriers/{base}/evaluations/2026", json=unstated, headers=STAFF)
+    assert r.status_code == 422 and r.json()["field"] == "trainees_in_weihai", r.text
+    r = client.put(
+        f"/api/v1/carriers/{base}/evaluations/2026", json=unstated | {"trainees_in_weihai": False}, headers=STAFF
+    )
+    assert r.status_code == 200 and [i["measure"] for i in r.json()["ledger"]["items"]] == [], r.text

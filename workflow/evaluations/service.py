@@ -210,6 +210,12 @@ def record_evaluation(
             raise InvalidInput(
                 f"a training base's year names its level: one of {', '.join(LEVELS)}", field="base_level"
             )
+        if "waived_fees_yuan" in training:
+            # 10.2 pays only for trainees qualified and filed who work in the city: both facts are stated, never
+            # assumed from a form's default.
+            for key in ("qualified_and_filed", "trainees_in_weihai"):
+                if key not in training:
+                    raise InvalidInput(f"waived fees (10.2) need {key} stated, yes or no", field=key)
     elif training:
         raise InvalidInput(f"only a training base records {', '.join(sorted(training))}", field=sorted(training)[0])
     if carrier.kind == CarrierKind.agency and grade is None:
@@ -218,6 +224,20 @@ def record_evaluation(
         raise InvalidInput(f"grade is one of {', '.join(GRADES)}", field="grade")
     if decided_on.year < year:
         raise InvalidInput(f"decided_on {decided_on} is before the evaluated year {year}", field="decided_on")
+    if training.get("first_recognition"):
+        # 10.1 rewards a base once, the year it is first recognised at its level: another year's claim stands.
+        earlier = session.scalar(
+            select(PerformanceEvaluation.year).where(
+                PerformanceEvaluation.carrier_id == carrier.id,
+                PerformanceEvaluation.year != year,
+                PerformanceEvaluation.first_recognition.is_(True),
+            )
+        )
+        if earlier is not None:
+            raise Conflict(
+                f"carrier {carrier.id}'s first recognition is recorded in {earlier}; a base is first recognised once",
+                field="first_recognition",
+            )
     found = session.scalar(
         select(PerformanceEvaluation).where(
             PerformanceEvaluation.carrier_id == carrier.id, PerformanceEvaluation.year == year
