@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.runtime import Runtime
+from models.db import session_scope
+from models.tables import Researcher
 from tests.app.conftest import STAFF, organisation, sign_up
 
 pytestmark = pytest.mark.slow
@@ -97,7 +101,7 @@ def test_profiles_are_checked_where_they_enter(
 
 
 def test_a_need_finds_researchers_by_their_achievements_and_their_profiles(
-    client: TestClient, people: dict[str, dict], supply: dict[str, Any]
+    client: TestClient, runtime: Runtime, people: dict[str, dict], supply: dict[str, Any]
 ) -> None:
     ids = supply["researchers"]
     ent_a = people["enterprise"]["headers"]
@@ -114,6 +118,14 @@ def test_a_need_finds_researchers_by_their_achievements_and_their_profiles(
     assert cold["reasons"]["profile_similarity"] > max(
         h["reasons"]["profile_similarity"] for h in hits if h["researcher"]["id"] != ids["cold"]
     )
+    # A stored vector made by another encoder (before a swap) is never compared with this one's: the profile is
+    # embedded again for the query. The stored bytes here point the wrong way, so using them would rank it last.
+    with session_scope(runtime.write_session_factory) as session:
+        row = session.get(Researcher, ids["cold"])
+        row.profile_vector = (-np.frombuffer(row.profile_vector, dtype=np.float32)).tobytes()
+        row.profile_model = "another-encoder"
+    again = client.get(f"/api/v1/needs/{supply['needs']['cold']}/researchers", headers=STAFF).json()
+    assert next(h for h in again if h["researcher"]["id"] == ids["cold"])["reasons"]["ranks"]["profile"] == 1
     # A profile's text changes: its vector follows (the need now reads closest to the rewritten profile).
     r = client.patch(
         f"/api/v1/researchers/{ids['composite']}",

@@ -75,6 +75,25 @@ def _embed(researcher: Researcher, embedder: Any) -> None:
     researcher.profile_model = str(getattr(embedder, "name", "unknown"))[:200]
 
 
+def _profile_vectors(researchers: Sequence[Researcher], embedder: Any) -> np.ndarray:
+    """The profiles' vectors in the embedder's space: stored ones where the same model made them; the others (written
+    without a model, or before the encoder changed) embedded now, in one call, and not compared across models."""
+    name = str(getattr(embedder, "name", "unknown"))[:200]
+    stale = [i for i, r in enumerate(researchers) if r.profile_vector is None or r.profile_model != name]
+    fresh = (
+        np.asarray(embedder.encode_passages([profile_text(researchers[i]) for i in stale]), dtype=np.float32)
+        if stale
+        else None
+    )
+    rows: list[np.ndarray] = []
+    for i, r in enumerate(researchers):
+        if fresh is not None and i in stale:
+            rows.append(fresh[stale.index(i)])
+        else:
+            rows.append(np.frombuffer(r.profile_vector or b"", dtype=np.float32))
+    return np.stack(rows)
+
+
 def _organisation_for(session: Session, data: ResearcherCreate, actor: Principal) -> Organisation:
     org_id = data.organisation_id if actor.is_staff else actor.organisation_id
     if not actor.is_staff and data.organisation_id not in (None, actor.organisation_id):
@@ -231,19 +250,15 @@ def match_need(
     people = {r.id: r for r in session.scalars(people_stmt)}
     profile_rank: dict[int, int] = {}
     similarity: dict[int, float] = {}
-    with_vectors = [r for r in people.values() if r.profile_vector is not None]
-    if with_vectors and embedder is not None:
+    if people and embedder is not None:
         query = np.asarray(embedder.encode_queries([text]), dtype=np.float32)[0]
-        same = [
-            r for r in with_vectors if np.frombuffer(r.profile_vector or b"", dtype=np.float32).shape == query.shape
-        ]
-        if same:
-            matrix = np.stack([np.frombuffer(r.profile_vector or b"", dtype=np.float32) for r in same])
-            sims = matrix @ query
-            order = np.argsort(-sims, kind="stable")[:PROFILE_DEPTH]
-            for rank, i in enumerate(order, start=1):
-                profile_rank[same[i].id] = rank
-                similarity[same[i].id] = float(sims[i])
+        same = sorted(people.values(), key=lambda r: r.id)
+        matrix = _profile_vectors(same, embedder)
+        sims = matrix @ query
+        order = np.argsort(-sims, kind="stable")[:PROFILE_DEPTH]
+        for rank, i in enumerate(order, start=1):
+            profile_rank[same[i].id] = rank
+            similarity[same[i].id] = float(sims[i])
 
     out = []
     for researcher_id in set(achievement_rank) | set(profile_rank):
