@@ -1020,6 +1020,9 @@ class Placement(Base):
     )
     # Why the assignment chose this pair: the match's fused score and ranks, the enterprise's preference.
     basis: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # A proposal is confirmed once both sides agree: the enterprise, and the researcher's organisation.
+    enterprise_agreed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    researcher_agreed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_on: Mapped[date | None] = mapped_column(Date)
     ended_on: Mapped[date | None] = mapped_column(Date)
     state_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -176,6 +176,8 @@ def placements_page(request: Request, session: SessionDep, page: RecipientPage) 
         names=_names(session),
         people={r.id: r for r in session.scalars(select(Researcher))},
         today=dt.date.today(),
+        viewer_org=page.principal.organisation_id,
+        staff=page.principal.is_staff,
     )
 
 

@@ -20,10 +20,12 @@ from app.deps import (
     StaffDep,
 )
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
-from models.tables import Programme, Researcher, Role
+from core.errors import NotFound
+from models.tables import Programme, Researcher
 from workflow.researchers import selection, service
 from workflow.researchers.schemas import (
     CandidatesIn,
+    PlacementEventOut,
     PlacementOut,
     PreferenceIn,
     ProgrammeCreate,
@@ -116,7 +118,10 @@ def researchers_for_need(
     ]
 
 
-def programme_out(session: Session, programme: Programme) -> ProgrammeOut:
+def programme_out(session: Session, programme: Programme, viewer: Principal) -> ProgrammeOut:
+    """A programme as the viewer may read it: staff all of it; an enterprise the round (candidates, status) and its
+    own part of it (its request, its preferences, its placements)."""
+    mine = (lambda org_id: True) if viewer.is_staff else viewer.owns
     return ProgrammeOut(
         id=programme.id,
         name=programme.name,
@@ -129,36 +134,38 @@ def programme_out(session: Session, programme: Programme) -> ProgrammeOut:
         requests=[
             {"organisation_id": r.organisation_id, "need_id": r.need_id}
             for r in selection.requests_of(session, programme.id)
+            if mine(r.organisation_id)
         ],
         preferences=[
             {"organisation_id": p.organisation_id, "researcher_id": p.researcher_id, "level": p.level}
             for p in selection.preferences_of(session, programme.id)
+            if mine(p.organisation_id)
         ],
         placements=[
             PlacementOut.model_validate(p)
-            for p in selection.placements_of(session=session, viewer=_STAFF_VIEW, programme_id=programme.id)
+            for p in selection.placements_of(session=session, viewer=viewer, programme_id=programme.id)
         ],
-        unplaced=list(programme.unplaced or []),
+        unplaced=[u for u in programme.unplaced or [] if mine(u["organisation_id"])],
     )
-
-
-_STAFF_VIEW = Principal(role=Role.staff, label="programme view")  # the programme routes are staff's
 
 
 @router.post("/programmes", status_code=201, response_model=ProgrammeOut, responses=BODY_RESPONSES)
 def create_programme(body: ProgrammeCreate, session: SessionDep, actor: StaffDep) -> ProgrammeOut:
     """Open a programme's selection round for a year (staff): 科技专员, 科技副总, 协同创新工程师 or a talent project."""
-    return programme_out(session, selection.create_programme(session=session, data=body, actor=actor))
+    return programme_out(session, selection.create_programme(session=session, data=body, actor=actor), actor)
 
 
 @router.get("/programmes", response_model=list[ProgrammeOut])
-def list_programmes(session: SessionDep, _: StaffDep) -> list[ProgrammeOut]:
-    return [programme_out(session, p) for p in selection.list_programmes(session=session)]
+def list_programmes(session: SessionDep, viewer: NeedPublisherDep) -> list[ProgrammeOut]:
+    """Programmes' rounds: staff see all of each; an enterprise the rounds and its own part in them."""
+    return [programme_out(session, p, viewer) for p in selection.list_programmes(session=session)]
 
 
 @router.get("/programmes/{programme_id}", response_model=ProgrammeOut)
-def get_programme(programme_id: IdPath, session: SessionDep, _: StaffDep) -> ProgrammeOut:
-    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id))
+def get_programme(programme_id: IdPath, session: SessionDep, viewer: NeedPublisherDep) -> ProgrammeOut:
+    """A round: its candidates (profiles at /researchers/{id}) and, for an enterprise, its own request,
+    preferences and placements."""
+    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id), viewer)
 
 
 @router.put("/programmes/{programme_id}/candidates", response_model=ProgrammeOut, responses=BODY_RESPONSES)
@@ -167,7 +174,7 @@ def set_candidates(programme_id: IdPath, body: CandidatesIn, session: SessionDep
     selection.set_candidates(
         session=session, programme_id=programme_id, researcher_ids=body.researcher_ids, actor=actor
     )
-    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id))
+    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id), actor)
 
 
 @router.post("/programmes/{programme_id}/requests", status_code=201, responses=BODY_RESPONSES)
@@ -197,7 +204,7 @@ def assign(programme_id: IdPath, session: SessionDep, runtime: RuntimeDep, actor
     selection.assign(
         session=session, indexes=runtime.indexes, embedder=runtime.embedder, programme_id=programme_id, actor=actor
     )
-    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id))
+    return programme_out(session, selection.get_programme(session=session, programme_id=programme_id), actor)
 
 
 @router.get("/placements", response_model=list[PlacementOut])
@@ -213,3 +220,12 @@ def transition(placement_id: IdPath, body: TransitionIn, session: SessionDep, ac
         session=session, placement_id=placement_id, data=body, actor=actor, today=dt.date.today()
     )
     return PlacementOut.model_validate(placement)
+
+
+@router.get("/placements/{placement_id}/history", response_model=list[PlacementEventOut])
+def placement_history(placement_id: IdPath, session: SessionDep, viewer: LeadRecipientDep) -> list[PlacementEventOut]:
+    """Every step of a placement, each side's agreement included (who, when, a note)."""
+    visible = {p.id for p in selection.placements_of(session=session, viewer=viewer)}
+    if placement_id not in visible:
+        raise NotFound(f"placement {placement_id} not found")
+    return [PlacementEventOut.model_validate(e) for e in selection.history(session=session, placement_id=placement_id)]

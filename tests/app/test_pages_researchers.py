@@ -86,9 +86,16 @@ def test_an_enterprise_finds_researchers_and_confirms_the_one_staff_assign(
         assert placement.organisation_id == people["orgs"]["ent_a"]
         assert session.get_one(Programme, round_["programme"]).status == "assigned"
 
+    # Confirmed once both sides agree: the enterprise first (it waits), then the researcher's university.
     ent.goto(f"{live}/placements")
     with ent.expect_navigation():
         ent.locator(f"tr[data-placement='{placement.id}'] button.next").click()
-    assert ent.locator(f"tr[data-placement='{placement.id}'] .state").inner_text() == "已确认"
+    row = ent.locator(f"tr[data-placement='{placement.id}']")
+    assert row.locator(".state").inner_text() == "拟选派" and row.locator(".agreed").count() == 1
+    uni = sign_in_browser(browser, live, "uni-1")
+    uni.goto(f"{live}/placements")
+    with uni.expect_navigation():
+        uni.locator(f"tr[data-placement='{placement.id}'] button.next").click()
+    assert uni.locator(f"tr[data-placement='{placement.id}'] .state").inner_text() == "已确认"
     with runtime.session_factory() as session:
         assert session.get_one(Placement, placement.id).state == PlacementState.confirmed

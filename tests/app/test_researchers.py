@@ -201,9 +201,32 @@ def test_a_selection_round_places_researchers_and_placements_are_tracked(
     bad = client.put(f"/api/v1/programmes/{pid}/preferences", json={"researcher_id": 999999, "level": 2}, headers=ent_a)
     assert bad.status_code == 422 and bad.json()["field"] == "researcher_id"
 
+    # A candidate who leaves (inactive) takes no preference and is never placed, though still on the list.
+    body = {
+        "name": "赵离",
+        "organisation_id": supply["institute"],
+        "fields": ["海水淡化"],
+        "self_description": "反渗透膜",
+    }
+    gone = client.post("/api/v1/researchers", json=body, headers=STAFF).json()["id"]
+    candidates = [*ids.values(), gone]
+    r = client.put(f"/api/v1/programmes/{pid}/candidates", json={"researcher_ids": candidates}, headers=STAFF)
+    assert r.status_code == 200, r.text
+    assert client.patch(f"/api/v1/researchers/{gone}", json={"active": False}, headers=STAFF).status_code == 200
+    late = client.put(f"/api/v1/programmes/{pid}/preferences", json={"researcher_id": gone, "level": 3}, headers=ent_a)
+    assert late.status_code == 422 and "no longer active" in late.json()["detail"]
+    # An enterprise reads the round: the candidates, and its own request and preferences only.
+    seen = client.get(f"/api/v1/programmes/{pid}", headers=ent_a).json()
+    assert seen["candidates"] == candidates
+    assert seen["requests"] == [{"organisation_id": orgs["ent_a"], "need_id": needs["membrane"]}]
+    assert {p["organisation_id"] for p in seen["preferences"]} == {orgs["ent_a"]}
+    assert [p["id"] for p in client.get("/api/v1/programmes", headers=ent_b).json()] == [pid]
+    assert client.get(f"/api/v1/programmes/{pid}", headers=people["university"]["headers"]).status_code == 403
+
     r = client.post(f"/api/v1/programmes/{pid}/assign", headers=STAFF)
     assert r.status_code == 200, r.text
     result = r.json()
+    assert gone not in {p["researcher_id"] for p in result["placements"]}
     placed = {p["organisation_id"]: p for p in result["placements"]}
     assert placed[orgs["ent_a"]]["researcher_id"] == ids["membrane"]
     assert placed[orgs["ent_b"]]["researcher_id"] != ids["membrane"]  # refused, never assigned
@@ -216,18 +239,29 @@ def test_a_selection_round_places_researchers_and_placements_are_tracked(
         == 409
     )
 
-    # The placement is tracked: confirmed by the enterprise, in post, completed; steps are not skipped.
+    # The placement is tracked: confirmed once both sides agree, in post, completed; steps are not skipped.
     placement = placed[orgs["ent_a"]]["id"]
     step = f"/api/v1/placements/{placement}/transitions"
+    uni = people["university"]["headers"]
     assert client.post(step, json={"to": "in_post"}, headers=STAFF).status_code == 409
     assert client.post(step, json={"to": "confirmed"}, headers=ent_b).status_code == 404  # not theirs
-    assert client.post(step, json={"to": "confirmed"}, headers=ent_a).json()["state"] == "confirmed"
+    first = client.post(step, json={"to": "confirmed"}, headers=ent_a).json()
+    assert first["state"] == "proposed" and first["enterprise_agreed_at"] and first["researcher_agreed_at"] is None
+    both = client.post(step, json={"to": "confirmed"}, headers=uni).json()  # the researcher's organisation
+    assert both["state"] == "confirmed" and both["researcher_agreed_at"]
     r = client.post(step, json={"to": "in_post", "on": "2026-03-01"}, headers=STAFF)
     assert r.json()["state"] == "in_post" and r.json()["started_on"] == "2026-03-01"
     early = client.post(step, json={"to": "completed", "on": "2026-02-01"}, headers=STAFF)
     assert early.status_code == 422
-    r = client.post(step, json={"to": "completed", "on": "2026-11-30"}, headers=people["university"]["headers"])
+    # The enterprise served says the service is completed, not the researcher's side.
+    assert client.post(step, json={"to": "completed", "on": "2026-11-30"}, headers=uni).status_code == 403
+    r = client.post(step, json={"to": "completed", "on": "2026-11-30"}, headers=ent_a)
     assert r.json()["state"] == "completed" and r.json()["ended_on"] == "2026-11-30"
+    notes = [
+        (e["from_state"], e["to_state"])
+        for e in client.get(f"/api/v1/placements/{placement}/history", headers=ent_a).json()
+    ]
+    assert notes[:3] == [(None, "proposed"), ("proposed", "proposed"), ("proposed", "confirmed")]
     assert client.post(step, json={"to": "withdrawn"}, headers=STAFF).status_code == 409
     mine = client.get("/api/v1/placements", headers=ent_a).json()
     assert [p["id"] for p in mine] == [placement]

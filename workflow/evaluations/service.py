@@ -21,6 +21,7 @@ from accounts import audit
 from accounts.policy import Principal
 from core.errors import Conflict, InvalidInput, NotFound
 from models.base import year_span
+from models.db import locked
 from models.tables import (
     Carrier,
     CarrierKind,
@@ -95,8 +96,11 @@ def list_carriers(*, session: Session, kind: CarrierKind | None = None) -> list[
 
 
 def set_participants(*, session: Session, carrier_id: int, organisation_ids: list[int], actor: Principal) -> list[int]:
-    """Replace the carrier's participants (an event's attending organisations); the ids it now has."""
-    carrier = get_carrier(session=session, carrier_id=carrier_id)
+    """Replace the carrier's participants (an event's attending organisations); the ids it now has. The carrier's
+    row is locked, so two replacements queue instead of colliding on the unique pair."""
+    carrier = locked(session, Carrier, carrier_id)
+    if carrier is None:
+        raise NotFound(f"carrier {carrier_id} not found")
     wanted = list(dict.fromkeys(organisation_ids))
     found = set(session.scalars(select(Organisation.id).where(Organisation.id.in_(wanted))))
     missing = [i for i in wanted if i not in found]

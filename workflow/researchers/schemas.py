@@ -98,10 +98,22 @@ class PlacementOut(BaseModel):
     need_id: int | None
     state: PlacementState
     basis: dict[str, Any]
+    enterprise_agreed_at: UtcDateTime | None
+    researcher_agreed_at: UtcDateTime | None
     started_on: date | None
     ended_on: date | None
     state_changed_at: UtcDateTime
     created_at: UtcDateTime
+
+
+class PlacementEventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    from_state: PlacementState | None
+    to_state: PlacementState
+    actor: str
+    note: str
+    at: UtcDateTime
 
 
 class ProgrammeOut(BaseModel):

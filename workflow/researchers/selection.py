@@ -77,7 +77,10 @@ def list_programmes(*, session: Session) -> list[Programme]:
 
 
 def _open(session: Session, programme_id: int) -> Programme:
-    programme = get_programme(session=session, programme_id=programme_id)
+    """The programme, locked for this transaction (a round's changes and its assignment queue), while it is open."""
+    programme = locked(session, Programme, programme_id)
+    if programme is None:
+        raise NotFound(f"programme {programme_id} not found")
     if programme.status != ProgrammeStatus.open:
         raise Conflict(f"programme {programme.id} was assigned: its round is closed")
     return programme
@@ -145,6 +148,8 @@ def set_preference(*, session: Session, programme_id: int, data: PreferenceIn, a
         raise InvalidInput(f"organisation {org_id} takes no part in programme {programme.id}", field="organisation_id")
     if data.researcher_id not in candidates_of(session, programme.id):
         raise InvalidInput(f"researcher {data.researcher_id} is no candidate of this round", field="researcher_id")
+    if not session.get_one(Researcher, data.researcher_id).active:
+        raise InvalidInput(f"researcher {data.researcher_id} is no longer active", field="researcher_id")
     found = session.scalar(
         select(ProgrammePreference).where(
             ProgrammePreference.programme_id == programme.id,
@@ -172,16 +177,16 @@ def assign(
     *, session: Session, indexes: Indexes, embedder: Any, programme_id: int, actor: Principal
 ) -> tuple[list[Placement], list[dict[str, Any]]]:
     """Solve the round: proposed placements, and each enterprise left without one with the reason."""
-    programme = locked(session, Programme, programme_id)
-    if programme is None:
-        raise NotFound(f"programme {programme_id} not found")
-    if programme.status != ProgrammeStatus.open:
-        raise Conflict(f"programme {programme.id} was assigned already")
-    candidates = candidates_of(session, programme.id)
+    programme = _open(session, programme_id)
+    researchers = {
+        r.id: r
+        for r in session.scalars(select(Researcher).where(Researcher.id.in_(candidates_of(session, programme.id))))
+    }
+    # A candidate who stopped being active since the round opened is not placed.
+    candidates = [r for r in candidates_of(session, programme.id) if researchers[r].active]
     requests = requests_of(session, programme.id)
     if not candidates or not requests:
-        raise InvalidInput("a round needs candidates and enterprises with their needs", field="programme_id")
-    researchers = {r.id: r for r in session.scalars(select(Researcher).where(Researcher.id.in_(candidates)))}
+        raise InvalidInput("a round needs active candidates and enterprises with their needs", field="programme_id")
     preference = {(p.organisation_id, p.researcher_id): p.level for p in preferences_of(session, programme.id)}
 
     # How well each candidate matches each enterprise's need: the researcher ranking, restricted to the round.
@@ -289,8 +294,9 @@ def placements_of(*, session: Session, viewer: Principal, programme_id: int | No
 
 
 def transition(*, session: Session, placement_id: int, data: TransitionIn, actor: Principal, today: date) -> Placement:
-    """Move a placement on: proposed → confirmed → in_post → completed, or withdrawn before it ends (staff, the
-    enterprise, or the researcher's organisation)."""
+    """Move a placement on: proposed → confirmed (once the enterprise and the researcher's organisation have both
+    agreed; the first to agree leaves it proposed, with its agreement recorded) → in_post → completed (the
+    enterprise or staff), or withdrawn before it ends (staff, the enterprise, or the researcher's organisation)."""
     placement = locked(session, Placement, placement_id)
     researcher = session.get(Researcher, placement.researcher_id) if placement is not None else None
     if placement is None or researcher is None:
@@ -304,9 +310,32 @@ def transition(*, session: Session, placement_id: int, data: TransitionIn, actor
         data.to not in FORWARD or FORWARD.index(data.to) != FORWARD.index(current) + 1
     ):
         raise Conflict(f"placement {placement.id} is {current}: it goes to {FORWARD[FORWARD.index(current) + 1]} next")
+    enterprise_side = actor.is_staff or actor.owns(placement.organisation_id)
+    if data.to == PlacementState.completed and not enterprise_side:
+        raise Forbidden("the enterprise served (or staff) records that a placement's service is completed", field="to")
     on = data.on or today
     if on > today:
         raise InvalidInput(f"{on} is in the future", field="on")
+    if data.to == PlacementState.confirmed and not _agreed(placement, researcher, actor):
+        waiting = "the researcher's organisation" if placement.researcher_agreed_at is None else "the enterprise"
+        session.add(
+            PlacementEvent(
+                placement_id=placement.id,
+                from_state=current,
+                to_state=current,
+                actor=actor.actor,
+                note=f"agreed; waiting for {waiting}" + (f": {data.note}" if data.note else ""),
+            )
+        )
+        session.flush()
+        audit.record(
+            session=session,
+            actor=actor,
+            action="placement.agree",
+            target_kind="placement",
+            target_id=placement.id,
+        )
+        return placement
     if data.to == PlacementState.in_post:
         placement.started_on = on
     if data.to in ENDED:
@@ -330,6 +359,17 @@ def transition(*, session: Session, placement_id: int, data: TransitionIn, actor
         detail={"from": str(current), "to": str(data.to)},
     )
     return placement
+
+
+def _agreed(placement: Placement, researcher: Researcher, actor: Principal) -> bool:
+    """Record the actor's side's agreement to a proposal (staff record both: the bureau confirms on the record);
+    whether both sides have now agreed."""
+    now = utcnow()
+    if actor.is_staff or actor.owns(placement.organisation_id):
+        placement.enterprise_agreed_at = placement.enterprise_agreed_at or now
+    if actor.is_staff or actor.owns(researcher.organisation_id):
+        placement.researcher_agreed_at = placement.researcher_agreed_at or now
+    return placement.enterprise_agreed_at is not None and placement.researcher_agreed_at is not None
 
 
 def history(*, session: Session, placement_id: int) -> list[PlacementEvent]:
