@@ -266,6 +266,23 @@ def test_experts_shortlist_the_bids_and_only_a_shortlisted_bid_is_awarded(
 
     refused = _award(client, people, call_id, bid_b)
     assert refused.status_code == 409 and "not shortlisted" in refused.json()["detail"]
+    # A bid made after the round has had no experts: it is not awarded until a round judges it.
+    late_org = organisation(client, "迟到大学", "university")
+    late_user = sign_up(client, "late-1", "university", late_org)
+    body = {"proposal": "叶片粉碎再生料", "amount_yuan": "500000.00"}
+    r = client.post(f"/api/v1/calls/{call_id}/bids", json=body, headers=late_user["headers"])
+    assert r.status_code == 201, r.text
+    late = _award(client, people, call_id, r.json()["id"])
+    assert late.status_code == 409 and "has not been through the experts' shortlisting" in late.json()["detail"]
+    # A second round for the late bid: its items wait in the experts' queues until the call is decided.
+    r = client.post(f"/api/v1/calls/{call_id}/shortlisting", json={"judges_per_pair": 1}, headers=STAFF)
+    assert r.status_code == 201 and r.json()["bids"] == 1, r.text
+    second = r.json()["round_id"]
     r = _award(client, people, call_id, bid_a)
     assert r.status_code == 200, r.text
     assert r.json()["subsidy"]["amount_yuan"] == "600000.00"  # 20% of 3,000,000
+    # Awarded: the call's rounds are closed and leave the experts' queues.
+    assert client.get(f"/api/v1/review/rounds/{second}", headers=STAFF).json()["status"] == "closed"
+    for expert in [people["expert"], *free, of_bidder]:
+        items = client.get("/api/v1/review/queue", headers=expert["headers"]).json()["items"]
+        assert second not in {i["round_id"] for i in items}

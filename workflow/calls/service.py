@@ -41,6 +41,8 @@ from models.tables import (
     Milestone,
     Need,
     Organisation,
+    ReviewRound,
+    RoundStatus,
     Visibility,
 )
 from subsidy import service as subsidy
@@ -284,6 +286,11 @@ def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, to
     bid.status = BidStatus.awarded
     for loser in session.scalars(select(Bid).where(Bid.call_id == call.id, Bid.id != bid.id)):
         loser.status = BidStatus.declined
+    # The call is decided: its shortlisting rounds stop taking grades (their items leave the experts' queues).
+    for review in session.scalars(
+        select(ReviewRound).where(ReviewRound.call_id == call.id, ReviewRound.status == RoundStatus.open)
+    ):
+        review.status = RoundStatus.closed
     session.flush()
     if call.call_type == CallType.conversion:
         listing = engine_listing(call)
