@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from app.deps import ExpertDep, IdPath, RuntimeDep, SessionDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
-from models.tables import ReviewItem, ReviewRound
+from models.tables import CallKind, ListingStatus, Need, ReviewItem, ReviewRound, Visibility
 from workflow.review import service
 from workflow.review.schemas import (
     AchievementView,
@@ -101,6 +101,13 @@ def queue(session: SessionDep, expert: ExpertDep, limit: Annotated[int, Query(ge
 def _item(item: ReviewItem) -> QueueItem:
     pair = item.pair
     need, achievement, bid = pair.need, pair.achievement, pair.bid
+    if bid is not None:
+        # The bid's own listing is shown to the judges only while it is published and public: a bidder who withdrew
+        # it or made it private since has not shown it to them. The call's listing is the call's, open to all.
+        if bid.call.kind == CallKind.need and achievement is not None and achievement.status != ListingStatus.published:
+            achievement = None
+        if bid.call.kind == CallKind.achievement and need is not None and not _public(need):
+            need = None
     return QueueItem(
         id=item.id,
         round_id=item.round_id,
@@ -181,3 +188,7 @@ def _report(session: SessionDep, review: ReviewRound) -> RoundReport:
         ],
         metrics=service.metrics(session=session, review=review),
     )
+
+
+def _public(need: Need) -> bool:
+    return need.status == ListingStatus.published and need.visibility == Visibility.public

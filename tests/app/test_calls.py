@@ -269,15 +269,27 @@ def test_experts_shortlist_the_bids_and_only_a_shortlisted_bid_is_awarded(
     # A bid made after the round has had no experts: it is not awarded until a round judges it.
     late_org = organisation(client, "迟到大学", "university")
     late_user = sign_up(client, "late-1", "university", late_org)
-    body = {"proposal": "叶片粉碎再生料", "amount_yuan": "500000.00"}
+    own = {"title": "叶片粉碎再生料制备", "abstract": "退役叶片粉碎后制成再生填料", "owner_id": late_org}
+    listing = client.post("/api/v1/achievements", json=own, headers=STAFF).json()["id"]
+    body = {"listing_id": listing, "proposal": "叶片粉碎再生料", "amount_yuan": "500000.00"}
     r = client.post(f"/api/v1/calls/{call_id}/bids", json=body, headers=late_user["headers"])
     assert r.status_code == 201, r.text
-    late = _award(client, people, call_id, r.json()["id"])
+    late_bid = r.json()["id"]
+    late = _award(client, people, call_id, late_bid)
     assert late.status_code == 409 and "has not been through the experts' shortlisting" in late.json()["detail"]
-    # A second round for the late bid: its items wait in the experts' queues until the call is decided.
+    # A second round for the late bid: its items wait in the experts' queues until the call is decided. The bidder
+    # withdrew its achievement meanwhile: the judges read the proposal, not the withdrawn listing.
+    assert client.post(f"/api/v1/achievements/{listing}/withdraw", headers=late_user["headers"]).is_success
     r = client.post(f"/api/v1/calls/{call_id}/shortlisting", json={"judges_per_pair": 1}, headers=STAFF)
     assert r.status_code == 201 and r.json()["bids"] == 1, r.text
     second = r.json()["round_id"]
+    waiting = [
+        i
+        for expert in [people["expert"], *free, of_bidder]
+        for i in client.get("/api/v1/review/queue", headers=expert["headers"]).json()["items"]
+        if i["round_id"] == second
+    ]
+    assert [(i["bid"]["id"], i["achievement"]) for i in waiting] == [(late_bid, None)]
     r = _award(client, people, call_id, bid_a)
     assert r.status_code == 200, r.text
     assert r.json()["subsidy"]["amount_yuan"] == "600000.00"  # 20% of 3,000,000
