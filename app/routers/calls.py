@@ -131,7 +131,8 @@ def open_shortlisting(
 
 @router.get("/{call_id}/shortlist", response_model=list[StandingOut])
 def standings(call_id: IdPath, session: SessionDep, viewer: LeadRecipientDep) -> list[StandingOut]:
-    """Where each bid stands in the shortlisting, best first (owner and staff: every bid; a bidder: its own)."""
+    """Where each bid stands in the shortlisting, best first (owner and staff: every bid; a bidder: its own). The
+    judges' individual grades are shown once the bid is decided (to staff at once), never while it is graded."""
     call = service.get_call(session=session, call_id=call_id)
     bids = service.bids_of(session=session, call=call, viewer=viewer)
     return [
@@ -141,7 +142,7 @@ def standings(call_id: IdPath, session: SessionDep, viewer: LeadRecipientDep) ->
             amount_yuan=s.bid.amount_yuan,
             round_id=s.round_id,
             grade=s.grade,
-            grades=s.grades,
+            grades=s.grades if s.grade is not None or viewer.is_staff else [],
             status=s.status,
         )
         for s in shortlist.standings(session=session, bids=bids)

@@ -235,6 +235,12 @@ def test_experts_shortlist_the_bids_and_only_a_shortlisted_bid_is_awarded(
     # Pending bids cannot be awarded yet.
     pending = _award(client, people, call_id, bid_a)
     assert pending.status_code == 409 and "still being graded" in pending.json()["detail"]
+    # While the bids are graded, the owner sees where they stand but not the judges' answers.
+    waiting = client.get(f"/api/v1/calls/{call_id}/shortlist", headers=people["enterprise"]["headers"]).json()
+    assert [(s["bid_id"], s["status"], s["grades"]) for s in waiting] == [
+        (bid_a, "pending", []),
+        (bid_b, "pending", []),
+    ]
     grades = {bid_a: [3, 2], bid_b: [1, 0]}
     for expert in [people["expert"], *free, of_bidder]:
         for item in queue_of(expert):

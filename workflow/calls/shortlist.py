@@ -138,9 +138,10 @@ def standings(*, session: Session, bids: list[Bid]) -> list[Standing]:
         )
 
     def order(s: Standing) -> tuple[int, float, int]:
+        if s.grade is None:  # undecided: after the decided, in bid order (partial grades do not rank)
+            return (1, 0.0, s.bid.id)
         given = [g for g in s.grades if g is not None]
-        mean = sum(given) / len(given) if given else 0.0
-        return (-(s.grade if s.grade is not None else -1), -mean, s.bid.id)
+        return (-s.grade, -(sum(given) / len(given)) if given else 0.0, s.bid.id)
 
     return sorted(out, key=order)
 
