@@ -280,6 +280,14 @@ def eval_(
             "--qrels", help="benchmarks (A-dev and B from ../shared) or reviews (the experts' merged grades in the DB)"
         ),
     ] = "benchmarks",
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="a second encoder's model folder (fp32, e.g. an adaptation's), scored beside the configured one "
+            "in the same run; with --cv, on the same folds",
+        ),
+    ] = None,
 ) -> None:
     """Benchmarks A-dev and B (nDCG@10, Recall@50, pool nDCG@10), or the serving rankers on the experts' grades."""
     if qrels == "reviews":
@@ -295,12 +303,19 @@ def eval_(
     settings = _settings()
     if not settings.shared_data_dir.is_dir():
         _fail(f"shared data folder {settings.shared_data_dir} is absent; eval needs it")
+    second: Any = "auto"
+    if reference is not None:
+        if not reference.is_dir():
+            raise typer.BadParameter(f"--reference {reference} is not a model folder")
+        second = load_embedder(settings.model_copy(update={"embedding_model": str(reference), "encoder": "torch"}))
     results = run_eval(
         benchmarks=tuple(benchmark or ("A", "B")),
         embedder=load_embedder(settings),
         data_dir=settings.shared_data_dir,
         cache_dir=settings.cache_dir,
+        reference=second,
         cross_validate=cv,
+        cross_validate_reference=reference is not None,
         served="rerank-logistic-cv" if settings.ranker == "learned" else "hybrid-fusion-cv",
         thresholds=Thresholds(strong=settings.strength_strong, possible=settings.strength_possible),
         **tuning_from_settings(settings),

@@ -252,6 +252,7 @@ def run_eval(
     progress: bool = False,
     reference: Embedder | Literal["auto"] | None = "auto",
     cross_validate: bool = False,
+    cross_validate_reference: bool = False,
     served: str | None = None,
     thresholds: Any | None = None,
     **index_options: Any,
@@ -260,6 +261,8 @@ def run_eval(
 
     ``reference``: a second embedder scored on the same benchmarks beside the first (under "reference" per
     benchmark); "auto" means the fp32 source of the int8 ONNX encoder when that is the embedder, else none.
+    ``cross_validate_reference``: with ``cross_validate``, the reference gets the same cross-validated report (an
+    adapted encoder against the base in one run, on the same folds).
     """
     # Extra keyword arguments (hnsw_m, candidate_depth, title_boost …) go to HybridIndex, as `tuning` does.
     tuning = {**dict(tuning or {}), **index_options}
@@ -281,18 +284,19 @@ def run_eval(
         "benchmarks": {},
     }
 
-    cv: dict[str, Any] = {}
+    cv: dict[tuple[str, bool], Any] = {}
 
     def scored(bench: Benchmark, model: Embedder | None) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         # One prepared benchmark at a time: its indexes are dropped before the next embedder's are built.
         prep = prepare(bench, embedder=model, tuning=tuning, progress=progress)
         seconds = {k: round(v, 1) for k, v in prep.seconds.items()}
-        if cross_validate and model is embedder:
+        if cross_validate and (model is embedder or cross_validate_reference):
+            # The same folds for both encoders (seeded by query id), so their figures compare query for query.
             from matching.crossval import cross_validated_report
             from matching.rerank import SHIPPED, LinearRanker
 
             shipped = LinearRanker.load(SHIPPED) if SHIPPED.exists() else None
-            cv[bench.name] = cross_validated_report(
+            cv[(bench.name, model is embedder)] = cross_validated_report(
                 prep, default=fusion, grid=fusion_grid(), shipped=shipped, served=served, thresholds=thresholds
             )
         return seconds, {mode: score(prep, mode_config(mode, fusion)) for mode in modes}
@@ -306,11 +310,13 @@ def run_eval(
             "notes": bench.notes,
             "modes": by_mode,
         }
-        if bench.name in cv:
-            entry["cross_validated"] = cv[bench.name]
+        if (bench.name, True) in cv:
+            entry["cross_validated"] = cv[(bench.name, True)]
         if reference is not None:
             ref_seconds, ref_modes = scored(bench, reference)
             entry["reference"] = {"seconds": ref_seconds, "modes": ref_modes}
+            if (bench.name, False) in cv:
+                entry["reference"]["cross_validated"] = cv[(bench.name, False)]
         results["benchmarks"][bench.name] = entry
     return results
 
@@ -339,10 +345,17 @@ def format_table(results: Mapping[str, Any]) -> str:
         cv = bench.get("cross_validated")
         if not cv:
             continue
+        ref_cv = bench.get("reference", {}).get("cross_validated", {}).get("rankers", {})
         lines.append(f"{name}: nDCG@10, {cv['folds']}-fold cross-validation over its {cv['queries']} queries")
+        if ref_cv:
+            lines.append(f"  {'':<28} {'embedder':>8}  {'ref':>8}  {'Δ':>8}")
         for ranker, values in cv["rankers"].items():
             mark = "*" if values.get("served") else " "
-            line = f" {mark}{ranker:<28} {values['ndcg@10']:>8.4f}  tuned: {values['tuned']}"
+            line = f" {mark}{ranker:<28} {values['ndcg@10']:>8.4f}"
+            if ranker in ref_cv:
+                ref = ref_cv[ranker]["ndcg@10"]
+                line += f"  {ref:>8.4f}  {values['ndcg@10'] - ref:>+8.4f}"
+            line += f"  tuned: {values['tuned']}"
             if "fold_ndcg@10" in values:
                 line += "  folds " + " ".join(f"{v:.3f}" for v in values["fold_ndcg@10"])
             lines.append(line)

@@ -82,3 +82,34 @@ def test_hybrid_on_a_dev_reaches_the_target(embedder: Embedder, embedding_cache_
     modes = results["benchmarks"]["A-dev"]["modes"]
     assert modes["hybrid"]["ndcg@10"] >= 0.18
     assert modes["hybrid"]["ndcg@10"] > max(modes["bm25"]["ndcg@10"], modes["dense"]["ndcg@10"])
+
+
+def test_the_table_sets_a_reference_encoders_cross_validated_figures_beside_the_embedders() -> None:
+    """`techmatch eval --cv --reference FOLDER`: each ranker's held-out nDCG@10 for both encoders and the difference."""
+    metrics = {"ndcg@10": 0.2, "recall@50": 0.4, "pool_ndcg@10": 0.7}
+
+    def report(logistic: float) -> dict:
+        rankers = {
+            "dense": {"ndcg@10": 0.16, "tuned": "nothing"},
+            "rerank-logistic-cv": {"ndcg@10": logistic, "tuned": "in folds"},
+        }
+        return {"folds": 5, "queries": 100, "rankers": rankers}
+
+    results = {
+        "embedder": "base",
+        "reference": "adapted",
+        "fusion": {},
+        "benchmarks": {
+            "A-dev": {
+                "queries": 100,
+                "docs": 12272,
+                "seconds": {},
+                "modes": {"hybrid": metrics},
+                "cross_validated": report(0.2025),
+                "reference": {"seconds": {}, "modes": {"hybrid": metrics}, "cross_validated": report(0.2115)},
+            }
+        },
+    }
+    table = format_table(results)
+    line = next(row for row in table.splitlines() if "rerank-logistic-cv" in row)
+    assert line.split()[1:4] == ["0.2025", "0.2115", "-0.0090"]
