@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -59,31 +59,50 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest Alembic revision; concurrent starters (workers, the CLI) migrate one at a time."""
     from alembic import command
     from alembic.config import Config
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
     from sqlalchemy import text
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     # SQLite: the IMMEDIATE transaction is the lock. PostgreSQL: an advisory lock, taken before Alembic reads the
     # version table, so the second process waits and then finds the schema at head.
+    head = ScriptDirectory.from_config(cfg).get_current_head()
     with writer_engine(engine).connect() as conn:
-        sqlite = conn.dialect.name == "sqlite"
-        if sqlite:
-            # SQLite alters a column by rebuilding its table (copy, drop, rename): dropping a parent while foreign
-            # keys are enforced would delete its children's rows (ON DELETE CASCADE) or fail. The pragma only takes
-            # effect outside a transaction, so it is set on the raw connection before the migration's BEGIN; the
-            # keys are checked before commit and enforced again after.
-            conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
-        try:
-            with conn.begin():
-                if conn.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-                if sqlite and (dangling := conn.execute(text("PRAGMA foreign_key_check")).all()):
-                    raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {dangling[:10]}")
-        finally:
-            if sqlite:
-                conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+        with conn.begin():
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return  # at head already (every start but the first after an upgrade): nothing to do or check
+        with keys_checked_after(conn):
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")  # a no-op if another process got there first
+
+
+@contextmanager
+def keys_checked_after(conn: Connection) -> Iterator[None]:
+    """A transaction on conn for schema changes. SQLite alters a column by rebuilding its table (copy, drop, rename):
+    dropping a parent while foreign keys are enforced would delete its children's rows (ON DELETE CASCADE) or fail.
+    So on SQLite keys are off inside (the pragma only takes effect outside a transaction: it is set on the raw
+    connection before BEGIN), rows whose keys point nowhere that were not there before stop the commit, and keys are
+    enforced again after. Elsewhere it is a plain transaction."""
+    from sqlalchemy import text
+
+    if conn.dialect.name != "sqlite":
+        with conn.begin():
+            yield
+        return
+    raw = conn.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+    try:
+        with conn.begin():
+            before = set(conn.execute(text("PRAGMA foreign_key_check")).all())
+            yield
+            after = set(conn.execute(text("PRAGMA foreign_key_check")).all())
+            if dangling := after - before:
+                raise RuntimeError(f"migration left rows whose foreign keys point nowhere: {sorted(dangling)[:10]}")
+    finally:
+        raw.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 @contextmanager

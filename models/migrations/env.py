@@ -15,10 +15,10 @@ def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
         from core.settings import get_settings
-        from models.db import make_engine
+        from models.db import keys_checked_after, make_engine
 
         engine = make_engine(get_settings().resolved_database_url)
-        with engine.begin() as conn:
+        with engine.connect() as conn, keys_checked_after(conn):  # plain `alembic upgrade`: as models.db.migrate
             _configure_and_run(conn)
         return
     _configure_and_run(connection)

@@ -193,6 +193,20 @@ def test_milestone_shares_must_add_up_to_the_whole(
     assert client.get(f"/api/v1/calls/{call_id}", headers=STAFF).json()["status"] == "open"  # nothing half-done
 
 
+def test_a_bid_whose_own_listing_was_withdrawn_is_not_awarded(
+    client: TestClient, people: dict[str, dict], listings: dict[str, Any]
+) -> None:
+    uni = people["university"]["headers"]
+    own = {"title": "可回收热塑性复合材料", "abstract": "热塑性树脂基体，可熔融回收", "owner_id": people["orgs"]["uni"]}
+    listing = client.post("/api/v1/achievements", json=own, headers=STAFF).json()["id"]
+    call_id = _call(client, people, listings["needs"][2], "conversion", "2000000.00")
+    bid_id = _bid(client, people, call_id, listing)
+    assert client.post(f"/api/v1/achievements/{listing}/withdraw", headers=uni).is_success
+    r = _award(client, people, call_id, bid_id)
+    assert r.status_code == 409 and "withdrawn" in r.json()["detail"] and r.json()["field"] == "bid_id", r.text
+    assert client.get(f"/api/v1/calls/{call_id}", headers=STAFF).json()["status"] == "open"
+
+
 def test_experts_shortlist_the_bids_and_only_a_shortlisted_bid_is_awarded(
     client: TestClient, runtime: Runtime, people: dict[str, dict], listings: dict[str, Any]
 ) -> None:

@@ -556,3 +556,8 @@ def test_a_training_bases_year_gives_its_recognition_and_its_fee_waivers_from_th
         f"/api/v1/carriers/{base}/evaluations/2026", json=unstated | {"trainees_in_weihai": False}, headers=STAFF
     )
     assert r.status_code == 200 and [i["measure"] for i in r.json()["ledger"]["items"]] == [], r.text
+    # Recognised nationally later: that first national recognition is its own 10.1 item.
+    national = unstated | {"base_level": "national", "first_recognition": True, "decided_on": "2026-11-01"}
+    national |= {"trainees_in_weihai": False}  # (no 10.2 item: the trainees work elsewhere)
+    r = client.put(f"/api/v1/carriers/{base}/evaluations/2026", json=national, headers=STAFF)
+    assert r.status_code == 200 and [i["measure"] for i in r.json()["ledger"]["items"]] == ["10.1"], r.text

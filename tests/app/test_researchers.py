@@ -15,6 +15,7 @@ from app.runtime import Runtime
 from models.db import session_scope
 from models.tables import Researcher
 from tests.app.conftest import STAFF, organisation, sign_up
+from workflow.researchers.service import profile_text, reembed_stale
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +127,14 @@ def test_a_need_finds_researchers_by_their_achievements_and_their_profiles(
         row.profile_model = "another-encoder"
     again = client.get(f"/api/v1/needs/{supply['needs']['cold']}/researchers", headers=STAFF).json()
     assert next(h for h in again if h["researcher"]["id"] == ids["cold"])["reasons"]["ranks"]["profile"] == 1
+    # Start-up re-embeds it (once: the second pass finds nothing stale), and stored vectors are compared again.
+    with session_scope(runtime.write_session_factory) as session:
+        assert reembed_stale(session=session, embedder=runtime.embedder) == 1
+        assert reembed_stale(session=session, embedder=runtime.embedder) == 0
+        row = session.get_one(Researcher, ids["cold"])
+        assert row.profile_model == runtime.embedder.name
+        stored = np.frombuffer(row.profile_vector, dtype=np.float32)
+        assert float(stored @ runtime.embedder.encode_passages([profile_text(row)])[0]) > 0.99
     # A profile's text changes: its vector follows (the need now reads closest to the rewritten profile).
     r = client.patch(
         f"/api/v1/researchers/{ids['composite']}",
@@ -212,6 +221,9 @@ def test_a_selection_round_places_researchers_and_placements_are_tracked(
     candidates = [*ids.values(), gone]
     r = client.put(f"/api/v1/programmes/{pid}/candidates", json={"researcher_ids": candidates}, headers=STAFF)
     assert r.status_code == 200, r.text
+    # The third enterprise, which refused everyone else, wants this one: only their leaving keeps it unplaced.
+    want = {"researcher_id": gone, "level": 3, "organisation_id": ent_c}
+    assert client.put(f"/api/v1/programmes/{pid}/preferences", json=want, headers=STAFF).status_code == 200
     assert client.patch(f"/api/v1/researchers/{gone}", json={"active": False}, headers=STAFF).status_code == 200
     late = client.put(f"/api/v1/programmes/{pid}/preferences", json={"researcher_id": gone, "level": 3}, headers=ent_a)
     assert late.status_code == 422 and "no longer active" in late.json()["detail"]
@@ -247,6 +259,7 @@ def test_a_selection_round_places_researchers_and_placements_are_tracked(
     assert client.post(step, json={"to": "confirmed"}, headers=ent_b).status_code == 404  # not theirs
     first = client.post(step, json={"to": "confirmed"}, headers=ent_a).json()
     assert first["state"] == "proposed" and first["enterprise_agreed_at"] and first["researcher_agreed_at"] is None
+    assert client.post(step, json={"to": "confirmed"}, headers=ent_a).json() == first  # once is enough
     both = client.post(step, json={"to": "confirmed"}, headers=uni).json()  # the researcher's organisation
     assert both["state"] == "confirmed" and both["researcher_agreed_at"]
     r = client.post(step, json={"to": "in_post", "on": "2026-03-01"}, headers=STAFF)

@@ -255,6 +255,12 @@ def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, to
         (call.listing_id, bid.listing_id) if call.kind == CallKind.need else (bid.listing_id, call.listing_id)
     )
     need, achievement = session.get_one(Need, need_id), session.get_one(Achievement, achievement_id)
+    own: Need | Achievement = achievement if call.kind == CallKind.need else need
+    if own.status != ListingStatus.published:
+        raise Conflict(
+            f"bid {bid.id}'s own listing {own.id} is {own.status}: a deal is opened on a published listing",
+            field="bid_id",
+        )
     if need.owner_id is None:
         raise InvalidInput(f"need {need.id} has no owning organisation to receive the subsidy", field="bid_id")
     milestones = _milestones(data.milestones, awarded_on)
@@ -287,10 +293,12 @@ def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, to
     for loser in session.scalars(select(Bid).where(Bid.call_id == call.id, Bid.id != bid.id)):
         loser.status = BidStatus.declined
     # The call is decided: its shortlisting rounds stop taking grades (their items leave the experts' queues).
+    from workflow.review import service as review_service  # review → calls' shortlist: imported when first used
+
     for review in session.scalars(
         select(ReviewRound).where(ReviewRound.call_id == call.id, ReviewRound.status == RoundStatus.open)
     ):
-        review.status = RoundStatus.closed
+        review_service.close_round(session=session, round_id=review.id, actor=actor)
     session.flush()
     if call.call_type == CallType.conversion:
         listing = engine_listing(call)

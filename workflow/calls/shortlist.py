@@ -156,7 +156,7 @@ def check_awardable(*, session: Session, call: Call, bid: Bid) -> None:
     why = {
         "not_reviewed": "has not been through the experts' shortlisting (open a round for it)",
         "pending": f"is still being graded in round {standing.round_id}",
-        "disputed": f"has grades {standing.grades} apart: staff adjudicate it in round {standing.round_id}",
+        "disputed": f"has grades two or more apart: staff adjudicate it in round {standing.round_id}",
         "not_shortlisted": f"was not shortlisted (merged grade {standing.grade}, below {SHORTLIST_GRADE})",
     }[standing.status]
     raise Conflict(f"bid {bid.id} {why}", field="bid_id")

@@ -203,8 +203,11 @@ def record_evaluation(
     training: dict[str, Any] | None = None,
 ) -> PerformanceEvaluation:
     """Record (or correct) a carrier's evaluation of a year, with the counts it was judged beside. A training base's
-    year also records its level, a first recognition (10.1: assessed_yuan) and the brokers it trained (10.2)."""
-    carrier = get_carrier(session=session, carrier_id=carrier_id)
+    year also records its level, a first recognition (10.1: assessed_yuan) and the brokers it trained (10.2). The
+    carrier's row is locked: two years recorded at once cannot both claim the same first recognition."""
+    carrier = locked(session, Carrier, carrier_id)
+    if carrier is None:
+        raise NotFound(f"carrier {carrier_id} not found")
     training = {k: v for k, v in (training or {}).items() if v is not None}
     unknown = set(training) - set(TRAINING_FIELDS)
     if unknown:
@@ -229,17 +232,20 @@ def record_evaluation(
     if decided_on.year < year:
         raise InvalidInput(f"decided_on {decided_on} is before the evaluated year {year}", field="decided_on")
     if training.get("first_recognition"):
-        # 10.1 rewards a base once, the year it is first recognised at its level: another year's claim stands.
+        # 10.1 rewards a base once per level, the year it is first recognised at it (provincial, later national):
+        # another year's claim at the same level stands.
         earlier = session.scalar(
             select(PerformanceEvaluation.year).where(
                 PerformanceEvaluation.carrier_id == carrier.id,
                 PerformanceEvaluation.year != year,
+                PerformanceEvaluation.base_level == training.get("base_level"),
                 PerformanceEvaluation.first_recognition.is_(True),
             )
         )
         if earlier is not None:
             raise Conflict(
-                f"carrier {carrier.id}'s first recognition is recorded in {earlier}; a base is first recognised once",
+                f"carrier {carrier.id}'s first {training.get('base_level')} recognition is recorded in {earlier}; "
+                "a base is first recognised at a level once",
                 field="first_recognition",
             )
     found = session.scalar(

@@ -198,9 +198,14 @@ def _push(
     viewer = _as_member(org)
     pushed_kind = IngestKind.needs if sub.target == SubscriptionTarget.needs else IngestKind.achievements
     within = None
-    if among is not None:  # searched among those listings, so the depth is spent on them, not on the catalogue
+    if among is not None:
+        # Searched among the other participants' listings not yet pushed to this organisation, so the depth is spent
+        # on what it can receive, not on the catalogue, its own listings or its earlier leads.
         model = _model(pushed_kind)
-        within = set(session.scalars(select(model.id).where(model.owner_id.in_(among))))
+        pushed = select(Lead.pushed_id).where(Lead.organisation_id == org.id, Lead.pushed_kind == pushed_kind)
+        within = set(
+            session.scalars(select(model.id).where(model.owner_id.in_(among - {org.id}), model.id.not_in(pushed)))
+        )
     candidates = _candidates(session, indexes, sub, viewer, within=within)
     owned = _owned_ids(session, pushed_kind, org.id, [c.pushed_id for c in candidates])
     fields = _fields(session, pushed_kind, [c.pushed_id for c in candidates]) if sub.fields else {}

@@ -316,7 +316,10 @@ def transition(*, session: Session, placement_id: int, data: TransitionIn, actor
     on = data.on or today
     if on > today:
         raise InvalidInput(f"{on} is in the future", field="on")
-    if data.to == PlacementState.confirmed and not _agreed(placement, researcher, actor):
+    agreed_before = (placement.enterprise_agreed_at, placement.researcher_agreed_at)
+    if data.to == PlacementState.confirmed and not _both_agree(placement, researcher, actor):
+        if (placement.enterprise_agreed_at, placement.researcher_agreed_at) == agreed_before:
+            return placement  # this side had agreed already: nothing new to record
         waiting = "the researcher's organisation" if placement.researcher_agreed_at is None else "the enterprise"
         session.add(
             PlacementEvent(
@@ -361,7 +364,7 @@ def transition(*, session: Session, placement_id: int, data: TransitionIn, actor
     return placement
 
 
-def _agreed(placement: Placement, researcher: Researcher, actor: Principal) -> bool:
+def _both_agree(placement: Placement, researcher: Researcher, actor: Principal) -> bool:
     """Record the actor's side's agreement to a proposal (staff record both: the bureau confirms on the record);
     whether both sides have now agreed."""
     now = utcnow()

@@ -75,23 +75,49 @@ def _embed(researcher: Researcher, embedder: Any) -> None:
     researcher.profile_model = str(getattr(embedder, "name", "unknown"))[:200]
 
 
-def _profile_vectors(researchers: Sequence[Researcher], embedder: Any) -> np.ndarray:
+def _is_current(researcher: Researcher, name: str, dim: int) -> bool:
+    vector = researcher.profile_vector
+    return vector is not None and researcher.profile_model == name and len(vector) == dim * 4  # float32 bytes
+
+
+def _profile_vectors(researchers: Sequence[Researcher], embedder: Any, dim: int) -> np.ndarray:
     """The profiles' vectors in the embedder's space: stored ones where the same model made them; the others (written
-    without a model, or before the encoder changed) embedded now, in one call, and not compared across models."""
+    without a model, or before the encoder changed: start-up re-embeds those, see reembed_stale) embedded now, in one
+    call, and never compared across models."""
     name = str(getattr(embedder, "name", "unknown"))[:200]
-    stale = [i for i, r in enumerate(researchers) if r.profile_vector is None or r.profile_model != name]
-    fresh = (
-        np.asarray(embedder.encode_passages([profile_text(researchers[i]) for i in stale]), dtype=np.float32)
-        if stale
-        else None
+    stale = {i: r for i, r in enumerate(researchers) if not _is_current(r, name, dim)}
+    fresh = dict(
+        zip(
+            stale,
+            np.asarray(embedder.encode_passages([profile_text(r) for r in stale.values()]), dtype=np.float32)
+            if stale
+            else [],
+            strict=True,
+        )
     )
-    rows: list[np.ndarray] = []
-    for i, r in enumerate(researchers):
-        if fresh is not None and i in stale:
-            rows.append(fresh[stale.index(i)])
-        else:
-            rows.append(np.frombuffer(r.profile_vector or b"", dtype=np.float32))
-    return np.stack(rows)
+    return np.stack(
+        [
+            fresh[i] if i in fresh else np.frombuffer(r.profile_vector or b"", dtype=np.float32)
+            for i, r in enumerate(researchers)
+        ]
+    )
+
+
+def reembed_stale(*, session: Session, embedder: Any, batch: int = 64) -> int:
+    """Embed again every profile whose stored vector another model made (or none did): after an encoder change, at
+    start-up, so matching compares stored vectors again. How many were re-embedded."""
+    if embedder is None:
+        return 0
+    name = str(getattr(embedder, "name", "unknown"))[:200]
+    dim = int(np.asarray(embedder.encode_queries(["维度"]), dtype=np.float32).shape[1])
+    stale = [r for r in session.scalars(select(Researcher).order_by(Researcher.id)) if not _is_current(r, name, dim)]
+    for start in range(0, len(stale), batch):
+        chunk = stale[start : start + batch]
+        vectors = np.asarray(embedder.encode_passages([profile_text(r) for r in chunk]), dtype=np.float32)
+        for researcher, vector in zip(chunk, vectors, strict=True):
+            researcher.profile_vector, researcher.profile_model = vector.tobytes(), name
+        session.flush()
+    return len(stale)
 
 
 def _organisation_for(session: Session, data: ResearcherCreate, actor: Principal) -> Organisation:
@@ -253,7 +279,7 @@ def match_need(
     if people and embedder is not None:
         query = np.asarray(embedder.encode_queries([text]), dtype=np.float32)[0]
         same = sorted(people.values(), key=lambda r: r.id)
-        matrix = _profile_vectors(same, embedder)
+        matrix = _profile_vectors(same, embedder, dim=int(query.shape[0]))
         sims = matrix @ query
         order = np.argsort(-sims, kind="stable")[:PROFILE_DEPTH]
         for rank, i in enumerate(order, start=1):
