@@ -291,6 +291,8 @@ def eval_(
 ) -> None:
     """Benchmarks A-dev and B (nDCG@10, Recall@50, pool nDCG@10), or the serving rankers on the experts' grades."""
     if qrels == "reviews":
+        if reference is not None:
+            raise typer.BadParameter("--reference compares encoders on the benchmarks, not on --qrels reviews")
         _eval_reviews(as_json=as_json)
         return
     if qrels != "benchmarks":
