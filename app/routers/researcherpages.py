@@ -14,13 +14,14 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import RuntimeDep, SessionDep
-from app.routers.pages import _posted, _render, _row_id
+from app.routers.pages import NeedPublisherPage, _posted, _render, _row_id
 from app.routers.workpages import RecipientPage, StaffPage, _invalid, _names
 from app.web import PageSession
 from catalog.service import get_need
-from models.tables import Need, PlacementState, ProgrammeKind, Researcher
+from core.errors import InvalidInput
+from models.tables import ListingStatus, Need, PlacementState, ProgrammeKind, Researcher
 from workflow.researchers import selection, service
-from workflow.researchers.schemas import ProgrammeCreate, TransitionIn
+from workflow.researchers.schemas import PreferenceIn, ProgrammeCreate, TransitionIn
 
 router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
@@ -37,6 +38,7 @@ STATE_NAMES = {
     PlacementState.completed: "服务期满",
     PlacementState.withdrawn: "已撤回",
 }
+LEVEL_NAMES = {3: "3 首选", 2: "2 优先", 1: "1 可接受", 0: "0 回避"}
 NEXT = {
     PlacementState.proposed: PlacementState.confirmed,
     PlacementState.confirmed: PlacementState.in_post,
@@ -57,8 +59,8 @@ def researchers_page(
 
 
 @router.get("/programmes")
-def programmes_page(request: Request, session: SessionDep, page: StaffPage) -> Response:
-    """Every programme's selection round, and a form to open one (staff)."""
+def programmes_page(request: Request, session: SessionDep, page: NeedPublisherPage) -> Response:
+    """Every programme's selection round; staff get a form to open one, enterprises join a round from its page."""
     return _render(
         request,
         page,
@@ -96,10 +98,13 @@ def _create_sync(runtime: Any, page: PageSession, data: ProgrammeCreate) -> Resp
 
 
 @router.get("/programmes/{programme_id}")
-def programme_page(programme_id: int, request: Request, session: SessionDep, page: StaffPage) -> Response:
-    """One round: candidates (chosen from every active researcher), enterprises with their needs and preferences,
-    the assignment's placements and the enterprises it left out, with the reason."""
+def programme_page(programme_id: int, request: Request, session: SessionDep, page: NeedPublisherPage) -> Response:
+    """One round. Staff: candidates (chosen from every active researcher), enterprises with their needs and
+    preferences, the assignment's placements and the enterprises it left out, with the reason. An enterprise: the
+    candidates' profiles, joining with one of its published needs, its preferences, its placements."""
     programme = selection.get_programme(session=session, programme_id=_row_id(programme_id))
+    if not page.principal.is_staff:
+        return _enterprise_view(request, session, page, programme)
     requests = selection.requests_of(session, programme.id)
     need_titles = dict(
         session.execute(select(Need.id, Need.title).where(Need.id.in_([r.need_id for r in requests]))).tuples().all()
@@ -124,6 +129,89 @@ def programme_page(programme_id: int, request: Request, session: SessionDep, pag
         names=_names(session),
         people={r.id: r for r in session.scalars(select(Researcher))},
     )
+
+
+def _enterprise_view(request: Request, session: Any, page: PageSession, programme: Any) -> Response:
+    org = page.principal.organisation_id
+    mine = next((r for r in selection.requests_of(session, programme.id) if r.organisation_id == org), None)
+    candidates = selection.candidates_of(session, programme.id)
+    people = {r.id: r for r in session.scalars(select(Researcher).where(Researcher.id.in_(candidates)))}
+    own_needs = list(
+        session.scalars(
+            select(Need)
+            .where(Need.owner_id == org, Need.status == ListingStatus.published)
+            .order_by(Need.id.desc())
+            .limit(200)
+        )
+    )
+    return _render(
+        request,
+        page,
+        "programme_enterprise.html",
+        programme=programme,
+        kind_names=KIND_NAMES,
+        state_names=STATE_NAMES,
+        candidates=[people[i] for i in candidates if i in people and people[i].active],
+        people=people,
+        mine=mine,
+        own_needs=own_needs,
+        preferences={
+            p.researcher_id: p.level
+            for p in selection.preferences_of(session, programme.id)
+            if p.organisation_id == org
+        },
+        placements=selection.placements_of(session=session, viewer=page.principal, programme_id=programme.id),
+        unplaced=[u for u in programme.unplaced or [] if u["organisation_id"] == org],
+        names=_names(session),
+        levels=LEVEL_NAMES,
+    )
+
+
+@router.post("/programmes/{programme_id}/requests")
+async def join_page(programme_id: int, request: Request, runtime: RuntimeDep, page: NeedPublisherPage) -> Response:
+    """An enterprise joins the round with one of its published needs."""
+    form = await _posted(request, page)
+    need = str(form.get("need_id", ""))
+    if not need.isdigit():
+        raise InvalidInput("choose one of your published needs", field="need_id")
+    return await run_in_threadpool(_join_sync, programme_id, runtime, page, int(need))
+
+
+def _join_sync(programme_id: int, runtime: Any, page: PageSession, need_id: int) -> Response:
+    with runtime.write_session_factory() as session:
+        selection.add_request(
+            session=session, programme_id=_row_id(programme_id), need_id=_row_id(need_id), actor=page.principal
+        )
+        session.commit()
+    return RedirectResponse(f"/programmes/{programme_id}#preferences", status_code=303)
+
+
+@router.post("/programmes/{programme_id}/preferences")
+async def preferences_page(
+    programme_id: int, request: Request, runtime: RuntimeDep, page: NeedPublisherPage
+) -> Response:
+    """The enterprise's preference for each candidate, in one form (level_<researcher id>: 3, 2, 1, 0 or blank)."""
+    form = await _posted(request, page)
+    wanted = []
+    for key, value in form.items():
+        if key.startswith("level_") and str(value) != "":
+            try:
+                wanted.append(
+                    PreferenceIn.model_validate({"researcher_id": key.removeprefix("level_"), "level": str(value)})
+                )
+            except ValidationError as exc:
+                raise _invalid(exc) from None
+    return await run_in_threadpool(_preferences_sync, programme_id, runtime, page, wanted)
+
+
+def _preferences_sync(programme_id: int, runtime: Any, page: PageSession, wanted: list[PreferenceIn]) -> Response:
+    with runtime.write_session_factory() as session:
+        for data in wanted:
+            selection.set_preference(
+                session=session, programme_id=_row_id(programme_id), data=data, actor=page.principal
+            )
+        session.commit()
+    return RedirectResponse(f"/programmes/{programme_id}#preferences", status_code=303)
 
 
 @router.post("/programmes/{programme_id}/candidates")

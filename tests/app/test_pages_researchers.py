@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.runtime import Runtime
-from models.tables import Placement, PlacementState, Programme
+from models.tables import Placement, PlacementState, Programme, ProgrammePreference
 from tests.app.conftest import STAFF, organisation, shot, sign_in_browser
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,9 @@ def round_(client: TestClient, people: dict[str, dict]) -> dict[str, Any]:
         f"/api/v1/programmes/{programme}/requests", json={"need_id": need_id}, headers=people["enterprise"]["headers"]
     )
     assert r.status_code == 201, r.text
-    return {"need": need_id, "programme": programme, "researchers": researchers}
+    cold = {"title": "冷链水产品保鲜包装", "description": "冷冻鱼糜运输中品质下降，寻求保鲜包装方案"}
+    cold_need = client.post("/api/v1/needs", json=cold, headers=people["enterprise_b"]["headers"]).json()["id"]
+    return {"need": need_id, "cold_need": cold_need, "programme": programme, "researchers": researchers}
 
 
 def test_an_enterprise_finds_researchers_and_confirms_the_one_staff_assign(
@@ -72,19 +74,57 @@ def test_an_enterprise_finds_researchers_and_confirms_the_one_staff_assign(
     assert "石墨烯改性反渗透复合膜" in first.locator(".achievements").inner_text()
     shot(ent, "researchers")
 
+    # Enterprise B finds the round, joins it with its cold-chain need and states its preferences on the page.
+    ent_b = sign_in_browser(browser, live, "ent-b")
+    ent_b.goto(f"{live}/programmes")
+    with ent_b.expect_navigation():
+        ent_b.locator(f"#programmes a[href='/programmes/{round_['programme']}']").click()
+    ent_b.locator("#join-form select[name=need_id]").select_option(str(round_["cold_need"]))
+    with ent_b.expect_navigation():
+        ent_b.locator("#join").click()
+    assert ent_b.locator("#joined").count() == 1
+    researchers = round_["researchers"]
+    ent_b.locator(f"select[name=level_{researchers['membrane']}]").select_option("0")
+    ent_b.locator(f"select[name=level_{researchers['cold']}]").select_option("3")
+    with ent_b.expect_navigation():
+        ent_b.locator("#save-preferences").click()
+    shot(ent_b, "programme-enterprise")
+    with runtime.session_factory() as session:
+        stated = {
+            (p.organisation_id, p.researcher_id): p.level
+            for p in session.scalars(
+                select(ProgrammePreference).where(ProgrammePreference.programme_id == round_["programme"])
+            )
+        }
+    ent_b_id = people["orgs"]["ent_b"]
+    assert stated == {(ent_b_id, researchers["membrane"]): 0, (ent_b_id, researchers["cold"]): 3}
+
     staff = sign_in_browser(browser, live, "staff-1")
     staff.goto(f"{live}/programmes/{round_['programme']}")
     with staff.expect_navigation():
         staff.locator("#assign").click()
-    row = staff.locator("#placements tr[data-placement]")
-    assert row.count() == 1 and row.locator(".researcher").inner_text() == "张膜"
-    assert row.locator(".state").inner_text() == "拟选派"
+    rows = staff.locator("#placements tr[data-placement]")
+    placed = {
+        rows.nth(i).locator(".enterprise").inner_text(): rows.nth(i).locator(".researcher").inner_text()
+        for i in range(rows.count())
+    }
+    assert placed == {"甲科技有限公司": "张膜", "乙制造股份公司": "王鲜"}, placed
+    assert rows.first.locator(".state").inner_text() == "拟选派"
     shot(staff, "programme")
     with runtime.session_factory() as session:
-        (placement,) = session.scalars(select(Placement).where(Placement.programme_id == round_["programme"])).all()
+        placement = session.scalars(
+            select(Placement).where(
+                Placement.programme_id == round_["programme"], Placement.organisation_id == people["orgs"]["ent_a"]
+            )
+        ).one()
         assert placement.researcher_id == round_["researchers"]["membrane"]
-        assert placement.organisation_id == people["orgs"]["ent_a"]
         assert session.get_one(Programme, round_["programme"]).status == "assigned"
+    # B reads its own placement on the round's page, nobody else's.
+    ent_b.goto(f"{live}/programmes/{round_['programme']}")
+    assert [
+        ent_b.locator("#placements .researcher").nth(i).inner_text()
+        for i in range(ent_b.locator("#placements .researcher").count())
+    ] == ["王鲜"]
 
     # Confirmed once both sides agree: the enterprise first (it waits), then the researcher's university.
     ent.goto(f"{live}/placements")
