@@ -24,6 +24,7 @@ from catalog.indexing import Indexes
 from core.errors import Conflict, InvalidInput, NotFound
 from matching.fusion import FusionConfig
 from models.base import utcnow
+from models.db import locked
 from models.tables import (
     Achievement,
     GradedPair,
@@ -242,8 +243,11 @@ def list_rounds(*, session: Session) -> list[ReviewRound]:
 
 
 def close_round(*, session: Session, round_id: int, actor: Principal) -> ReviewRound:
-    """Stop taking grades; what is merged stays as graded pairs."""
-    review = get_round(session=session, round_id=round_id)
+    """Stop taking grades; what is merged stays as graded pairs. The round's row is locked: grades being written
+    finish first, later ones find it closed."""
+    review = locked(session, ReviewRound, round_id)
+    if review is None:
+        raise NotFound(f"no review round {round_id}")
     before = audit.snapshot(review)
     review.status = RoundStatus.closed
     session.flush()
@@ -287,7 +291,10 @@ def grade(*, session: Session, item_id: int, data: GradeIn, expert: Principal) -
     if item is None or expert.user_id is None or item.expert_id != expert.user_id:
         raise NotFound(f"no review item {item_id} in your queue")
     _lock_pair(session, item.pair_id)
-    review = session.get(ReviewRound, item.round_id)
+    # A shared lock on the round: graders go on side by side, and a close (FOR UPDATE) waits for them, so no grade
+    # lands in a round after it closed.
+    session.execute(select(ReviewRound.id).where(ReviewRound.id == item.round_id).with_for_update(read=True))
+    review = session.get(ReviewRound, item.round_id, populate_existing=True)
     if review is None or review.status != RoundStatus.open:
         raise Conflict(f"review round {item.round_id} is closed; grades can no longer change")
     before = audit.snapshot(item)
