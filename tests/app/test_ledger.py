@@ -457,6 +457,9 @@ def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
     sheet = client.get(f"/api/v1/carriers/{event}/sheet", params={"year": year}, headers=STAFF).json()
     evidence = sheet["evidence"]
     assert evidence["carrier_participants"] == 2
+    # Those who joined after a year's end are not that year's: none had joined by the end of 2025.
+    earlier = client.get(f"/api/v1/carriers/{event}/sheet", params={"year": 2025}, headers=STAFF).json()
+    assert earlier["evidence"]["carrier_participants"] == 0
     assert evidence["carrier_leads"] == batch["leads"] and evidence["carrier_leads_interest"] == 1
     assert (evidence["carrier_deals_opened"], evidence["carrier_contracts_signed"]) == (1, 1)
     assert evidence["carrier_contract_amount_yuan"] == "1000000.00"

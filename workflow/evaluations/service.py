@@ -106,8 +106,14 @@ def set_participants(*, session: Session, carrier_id: int, organisation_ids: lis
     missing = [i for i in wanted if i not in found]
     if missing:
         raise InvalidInput(f"no organisation with id {missing[:20]}", field="organisation_ids")
-    session.execute(delete(CarrierParticipant).where(CarrierParticipant.carrier_id == carrier.id))
-    session.add_all(CarrierParticipant(carrier_id=carrier.id, organisation_id=i) for i in wanted)
+    # Kept rows keep the day they were added (a year's sheet counts those who had joined by its end).
+    have = set(participants(session, carrier.id))
+    session.execute(
+        delete(CarrierParticipant).where(
+            CarrierParticipant.carrier_id == carrier.id, CarrierParticipant.organisation_id.not_in(wanted)
+        )
+    )
+    session.add_all(CarrierParticipant(carrier_id=carrier.id, organisation_id=i) for i in wanted if i not in have)
     session.flush()
     audit.record(
         session=session,
@@ -127,9 +133,9 @@ def participants(session: Session, carrier_id: int) -> list[int]:
 
 
 def attributed(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
-    """What the platform records as coming through the carrier itself in the year: its participants, the leads of
-    the push batches run for it and the interest they found, the deals attributed to it, their contracts signed and
-    payments made in the year."""
+    """What the platform records as coming through the carrier itself in the year: its participants (those taking part
+    now who had joined by the year's end), the leads of the push batches run for it and the interest they found, the
+    deals attributed to it, their contracts signed and payments made in the year."""
     start, end = year_span(year)
     first, last = date(year, 1, 1), date(year, 12, 31)
     leads = session.execute(
@@ -153,8 +159,11 @@ def attributed(session: Session, carrier: Carrier, year: int) -> dict[str, Any]:
         .join(Deal, Deal.id == Payment.deal_id)
         .where(Deal.carrier_id == carrier.id, Payment.paid_on.between(first, last))
     ).one()
+    joined = session.scalar(
+        select(func.count()).where(CarrierParticipant.carrier_id == carrier.id, CarrierParticipant.added_at < end)
+    )
     return {
-        "carrier_participants": len(participants(session, carrier.id)),
+        "carrier_participants": int(joined or 0),
         "carrier_leads": sum(counts.values()),
         "carrier_leads_interest": sum(n for r, n in counts.items() if r in interest),
         "carrier_deals_opened": int(deals_opened or 0),
