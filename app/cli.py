@@ -422,7 +422,7 @@ def encoder_adapt(
     """Adapt e5-small to the catalogue (published achievements' abstract → title, plus the shipped corpus); cached."""
     from catalog.service import published_title_abstracts
     from ingest.demo import open_corpus_pairs, shipped_achievements
-    from matching.adapt import AdaptConfig, make_pairs, prepare_adapted_model
+    from matching.adapt import AdaptConfig, Int8Refused, make_pairs, prepare_adapted_model
 
     settings = _settings()
     if shared and not settings.shared_data_dir.is_dir():
@@ -449,6 +449,15 @@ def encoder_adapt(
         )
     except ValueError as exc:
         _fail(str(exc))
+    except Int8Refused as exc:
+        typer.echo(f"adapted encoder {exc.adapted.name}: {exc.adapted.fp32} (fp32)")
+        typer.echo(
+            f"its int8 export is refused ({exc}), so it is not served; measure it on torch with "
+            f"`techmatch eval --cv --reference {exc.adapted.fp32}`"
+        )
+        if current:
+            _fail("not made current: TECHMATCH_ENCODER_ADAPTED serves an int8 export that passes the guard")
+        return
     typer.echo(f"adapted encoder {adapted.name}: {adapted.fp32} (fp32), {adapted.onnx} (int8)")
     if current:
         typer.echo("serve it with TECHMATCH_ENCODER_ADAPTED=true, then `techmatch index rebuild` to re-embed")

@@ -81,6 +81,14 @@ class Pair:
     passage: str
 
 
+class Int8Refused(RuntimeError):
+    """The adaptation trained, but its int8 export falls below the cosine guard: only its fp32 folder is usable."""
+
+    def __init__(self, adapted: AdaptedModel, reason: str) -> None:
+        super().__init__(reason)
+        self.adapted = adapted
+
+
 @dataclass(frozen=True)
 class AdaptedModel:
     """An adapted encoder in the cache: its fp32 sentence-transformers folder and its int8 ONNX export."""
@@ -262,11 +270,15 @@ def prepare_adapted_model(
     fp32 = _build_once(fp32_target, build=build, is_complete=lambda: is_complete_adapted_dir(fp32_target))
     adapted = AdaptedModel(name=name, fp32=fp32, onnx=models / f"{name}-onnx-int8")
     onnx_target = adapted.onnx
-    _build_once(
-        onnx_target,
-        build=lambda folder: _export_onnx_int8(fp32, folder, name=adapted.onnx_name),
-        is_complete=lambda: is_complete_onnx_dir(onnx_target, source=fp32),
-    )
+    try:
+        _build_once(
+            onnx_target,
+            build=lambda folder: _export_onnx_int8(fp32, folder, name=adapted.onnx_name),
+            is_complete=lambda: is_complete_onnx_dir(onnx_target, source=fp32),
+        )
+    except RuntimeError as exc:
+        # The int8 guard refused the export: the fp32 adaptation stands (kept, measurable on torch), never current.
+        raise Int8Refused(adapted, str(exc)) from None
     if make_current:
         set_current(cache_dir, adapted)
     return adapted

@@ -16,11 +16,14 @@ from safetensors.numpy import load_file
 from matching.adapt import (
     CURRENT_POINTER,
     AdaptConfig,
+    Int8Refused,
     Pair,
     adapted_name,
     current_adapted,
     fingerprint,
+    is_complete_adapted_dir,
     make_pairs,
+    prepare_adapted_model,
     train,
 )
 from matching.embedding import DEFAULT_MODEL_NAME, OnnxEmbedder, load_embedder
@@ -153,3 +156,24 @@ def test_adapt_command_caches_exports_and_serves_the_adapted_encoder(
         [sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0 and "step " not in again.stdout
+
+
+@pytest.mark.slow
+def test_an_adaptation_whose_int8_export_is_refused_keeps_its_fp32_folder_and_is_not_served(
+    default_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The int8 guard (cosine to fp32 on a fixed sample) refuses the export — here made strict enough that any
+    quantisation fails it, as the full adaptation's export (min cosine 0.974) fails the real one: the trained fp32
+    folder stays, usable on torch and named in the error, and nothing points TECHMATCH_ENCODER_ADAPTED at it."""
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    os.symlink(default_model_path, cache / "models" / DEFAULT_MODEL_NAME)
+    monkeypatch.setattr("matching.embedding.MIN_INT8_COSINE", 1.01)
+    pairs = make_pairs(ROWS)[:4]
+    with pytest.raises(Int8Refused) as refused:
+        prepare_adapted_model(cache, pairs=pairs, config=AdaptConfig(layers=1, batch_size=2))
+    adapted = refused.value.adapted
+    assert is_complete_adapted_dir(adapted.fp32) and "too far from fp32" in str(refused.value)
+    assert current_adapted(cache) is None and not (cache / "models" / CURRENT_POINTER).exists()
+    fp32 = load_embedder(model=str(adapted.fp32), cache_dir=cache, encoder="torch")
+    assert fp32.encode_queries(["海水淡化的膜材料"]).shape == (1, 384)
