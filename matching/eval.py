@@ -358,6 +358,8 @@ def format_table(results: Mapping[str, Any]) -> str:
             line += f"  tuned: {values['tuned']}"
             if "fold_ndcg@10" in values:
                 line += "  folds " + " ".join(f"{v:.3f}" for v in values["fold_ndcg@10"])
+                if "fold_ndcg@10" in ref_cv.get(ranker, {}):
+                    line += " | ref " + " ".join(f"{v:.3f}" for v in ref_cv[ranker]["fold_ndcg@10"])
             lines.append(line)
         if any(v.get("served") for v in cv["rankers"].values()):
             lines.append("  (* how the ranker this process serves was made, scored on held-out folds)")
