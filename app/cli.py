@@ -452,8 +452,8 @@ def encoder_adapt(
     except Int8Refused as exc:
         typer.echo(f"adapted encoder {exc.adapted.name}: {exc.adapted.fp32} (fp32)")
         typer.echo(
-            f"its int8 export is refused ({exc}), so it is not served; measure it on torch with "
-            f"`techmatch eval --cv --reference {exc.adapted.fp32}`"
+            f"its int8 export is refused ({exc}), so it is not served; measure it against the base, fp32 both, "
+            f"with `TECHMATCH_ENCODER=torch techmatch eval --cv -b A --reference {exc.adapted.fp32}`"
         )
         if current:
             _fail("not made current: TECHMATCH_ENCODER_ADAPTED serves an int8 export that passes the guard")

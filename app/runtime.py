@@ -16,7 +16,7 @@ from matching.calibration import Thresholds, for_ranker
 from matching.index import SearchIndex, engine_tuning, index_class, ranker_version, tuning_from_settings
 from matching.maxscore import warm_up
 from matching.text import default_segmenter
-from models.db import make_engine, make_sessionmaker, migrate, session_scope
+from models.db import make_engine, make_sessionmaker, migrate
 
 log = logging.getLogger("techmatch")
 
@@ -130,9 +130,8 @@ def build_runtime(settings: Settings, *, embedder: Any | None = None, sync: bool
         else:  # one process re-embeds what another encoder embedded (researcher profiles live in the DB)
             from workflow.researchers.service import reembed_stale
 
-            with session_scope(runtime.write_session_factory) as session:
-                if redone := reembed_stale(session=session, embedder=embedder):
-                    log.info("researcher profiles: %d embedded again with %s", redone, version)
+            if redone := reembed_stale(session_factory=runtime.write_session_factory, embedder=embedder):
+                log.info("researcher profiles: %d embedded again with %s", redone, version)
         for name, rep in report.applied.items():
             target = cast(Target, name)
             log.info(

@@ -29,6 +29,7 @@ from typing import Any
 from matching.embedding import (
     DEFAULT_MODEL_NAME,
     DEFAULT_PROMPTS,
+    Int8GuardError,
     _build_once,
     _complete_marker,
     _dist_version,
@@ -276,7 +277,7 @@ def prepare_adapted_model(
             build=lambda folder: _export_onnx_int8(fp32, folder, name=adapted.onnx_name),
             is_complete=lambda: is_complete_onnx_dir(onnx_target, source=fp32),
         )
-    except RuntimeError as exc:
+    except Int8GuardError as exc:
         # The int8 guard refused the export: the fp32 adaptation stands (kept, measurable on torch), never current.
         raise Int8Refused(adapted, str(exc)) from None
     if make_current:

@@ -74,6 +74,12 @@ _ONNX_FILE = "model.onnx"
 _ONNX_OPSET = 17
 # The export refuses to install an int8 model further than this from fp32 on its fixed check sample.
 MIN_INT8_COSINE = 0.99
+
+
+class Int8GuardError(RuntimeError):
+    """An int8 export whose vectors fall below MIN_INT8_COSINE to fp32 on the fixed sample: refused."""
+
+
 # What the export checks int8 against fp32 on: need-like and passage-like Chinese text, short and long.
 _EXPORT_CHECK_TEXTS = (
     "锂电池正极材料",
@@ -858,7 +864,7 @@ def _export_onnx_int8(source: Path, folder: Path, *, name: str = ONNX_MODEL_NAME
     int8 = np.concatenate([_run_onnx(session, *_padded(tokenizer, [text])) for text in texts])
     int8_cosine = _min_cosine(int8, expected)
     if int8_cosine < MIN_INT8_COSINE:
-        raise RuntimeError(
+        raise Int8GuardError(
             f"int8 ONNX vectors are too far from fp32 (min cosine {int8_cosine:.4f} < {MIN_INT8_COSINE})"
         )
 

@@ -160,7 +160,11 @@ def _enterprise_view(request: Request, session: Any, page: PageSession, programm
             for p in selection.preferences_of(session, programme.id)
             if p.organisation_id == org
         },
-        placements=selection.placements_of(session=session, viewer=page.principal, programme_id=programme.id),
+        placements=[  # the enterprise's own (not its researchers' placements elsewhere)
+            p
+            for p in selection.placements_of(session=session, viewer=page.principal, programme_id=programme.id)
+            if p.organisation_id == org
+        ],
         unplaced=[u for u in programme.unplaced or [] if u["organisation_id"] == org],
         names=_names(session),
         levels=LEVEL_NAMES,
@@ -172,7 +176,7 @@ async def join_page(programme_id: int, request: Request, runtime: RuntimeDep, pa
     """An enterprise joins the round with one of its published needs."""
     form = await _posted(request, page)
     need = str(form.get("need_id", ""))
-    if not need.isdigit():
+    if not (need.isascii() and need.isdigit()):
         raise InvalidInput("choose one of your published needs", field="need_id")
     return await run_in_threadpool(_join_sync, programme_id, runtime, page, int(need))
 
@@ -192,23 +196,33 @@ async def preferences_page(
 ) -> Response:
     """The enterprise's preference for each candidate, in one form (level_<researcher id>: 3, 2, 1, 0 or blank)."""
     form = await _posted(request, page)
-    wanted = []
+    wanted: list[PreferenceIn] = []
+    cleared: list[PreferenceIn] = []
     for key, value in form.items():
-        if key.startswith("level_") and str(value) != "":
-            try:
-                wanted.append(
-                    PreferenceIn.model_validate({"researcher_id": key.removeprefix("level_"), "level": str(value)})
-                )
-            except ValidationError as exc:
-                raise _invalid(exc) from None
-    return await run_in_threadpool(_preferences_sync, programme_id, runtime, page, wanted)
+        if not key.startswith("level_"):
+            continue
+        try:
+            data = PreferenceIn.model_validate({"researcher_id": key.removeprefix("level_"), "level": str(value) or 0})
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        (wanted if str(value) != "" else cleared).append(data)
+    return await run_in_threadpool(_preferences_sync, programme_id, runtime, page, wanted, cleared)
 
 
-def _preferences_sync(programme_id: int, runtime: Any, page: PageSession, wanted: list[PreferenceIn]) -> Response:
+def _preferences_sync(
+    programme_id: int, runtime: Any, page: PageSession, wanted: list[PreferenceIn], cleared: list[PreferenceIn]
+) -> Response:
     with runtime.write_session_factory() as session:
         for data in wanted:
             selection.set_preference(
                 session=session, programme_id=_row_id(programme_id), data=data, actor=page.principal
+            )
+        for data in cleared:  # "未表态": a preference stated before is taken back
+            selection.clear_preference(
+                session=session,
+                programme_id=_row_id(programme_id),
+                researcher_id=data.researcher_id,
+                actor=page.principal,
             )
         session.commit()
     return RedirectResponse(f"/programmes/{programme_id}#preferences", status_code=303)

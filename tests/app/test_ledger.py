@@ -17,10 +17,13 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from openpyxl import load_workbook
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from app import cli as app_cli
 from app.runtime import Runtime
+from models.db import session_scope
+from models.tables import CarrierParticipant
 from subsidy import cli as subsidy_cli
 from subsidy.parameters import DEFAULT_PARAMS_FILE, load_parameters
 from tests.app.conftest import DEMO_DATA, STAFF, push_university_leads
@@ -389,7 +392,11 @@ def test_an_agencys_evaluation_sheet_shows_its_deals_and_its_measure_9_item_foll
 
 
 def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
-    client: TestClient, people: dict[str, dict], deals: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    runtime: Runtime,
+    people: dict[str, dict],
+    deals: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     orgs = people["orgs"]
     r = client.patch(f"/api/v1/organisations/{orgs['ent_b']}", json={"in_weihai": True}, headers=STAFF)
@@ -460,6 +467,18 @@ def test_an_events_sheet_counts_what_came_through_it_and_measure_2_follows(
     # Those who joined after a year's end are not that year's: none had joined by the end of 2025.
     earlier = client.get(f"/api/v1/carriers/{event}/sheet", params={"year": 2025}, headers=STAFF).json()
     assert earlier["evidence"]["carrier_participants"] == 0
+    # A participant keeps the day it joined when the list is replaced (the university joined in 2025, say).
+    with session_scope(runtime.write_session_factory) as session:
+        row = session.scalars(
+            select(CarrierParticipant).where(
+                CarrierParticipant.carrier_id == event, CarrierParticipant.organisation_id == orgs["uni"]
+            )
+        ).one()
+        row.added_at = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+    again = {"organisation_ids": [orgs["uni"], orgs["ent_a"]]}
+    assert client.put(f"/api/v1/carriers/{event}/participants", json=again, headers=STAFF).status_code == 200
+    earlier = client.get(f"/api/v1/carriers/{event}/sheet", params={"year": 2025}, headers=STAFF).json()
+    assert earlier["evidence"]["carrier_participants"] == 1
     assert evidence["carrier_leads"] == batch["leads"] and evidence["carrier_leads_interest"] == 1
     assert (evidence["carrier_deals_opened"], evidence["carrier_contracts_signed"]) == (1, 1)
     assert evidence["carrier_contract_amount_yuan"] == "1000000.00"

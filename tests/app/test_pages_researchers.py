@@ -98,6 +98,18 @@ def test_an_enterprise_finds_researchers_and_confirms_the_one_staff_assign(
         }
     ent_b_id = people["orgs"]["ent_b"]
     assert stated == {(ent_b_id, researchers["membrane"]): 0, (ent_b_id, researchers["cold"]): 3}
+    # "未表态" takes a stated preference back.
+    ent_b.locator(f"select[name=level_{researchers['membrane']}]").select_option("")
+    with ent_b.expect_navigation():
+        ent_b.locator("#save-preferences").click()
+    with runtime.session_factory() as session:
+        left = session.scalars(
+            select(ProgrammePreference.researcher_id).where(ProgrammePreference.programme_id == round_["programme"])
+        ).all()
+    assert left == [researchers["cold"]]
+    ent_b.locator(f"select[name=level_{researchers['membrane']}]").select_option("0")
+    with ent_b.expect_navigation():
+        ent_b.locator("#save-preferences").click()
 
     staff = sign_in_browser(browser, live, "staff-1")
     staff.goto(f"{live}/programmes/{round_['programme']}")

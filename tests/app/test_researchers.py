@@ -128,9 +128,9 @@ def test_a_need_finds_researchers_by_their_achievements_and_their_profiles(
     again = client.get(f"/api/v1/needs/{supply['needs']['cold']}/researchers", headers=STAFF).json()
     assert next(h for h in again if h["researcher"]["id"] == ids["cold"])["reasons"]["ranks"]["profile"] == 1
     # Start-up re-embeds it (once: the second pass finds nothing stale), and stored vectors are compared again.
-    with session_scope(runtime.write_session_factory) as session:
-        assert reembed_stale(session=session, embedder=runtime.embedder) == 1
-        assert reembed_stale(session=session, embedder=runtime.embedder) == 0
+    assert reembed_stale(session_factory=runtime.write_session_factory, embedder=runtime.embedder) == 1
+    assert reembed_stale(session_factory=runtime.write_session_factory, embedder=runtime.embedder) == 0
+    with runtime.session_factory() as session:
         row = session.get_one(Researcher, ids["cold"])
         assert row.profile_model == runtime.embedder.name
         stored = np.frombuffer(row.profile_vector, dtype=np.float32)

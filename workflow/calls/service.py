@@ -247,6 +247,9 @@ def award(*, session: Session, call_id: int, data: AwardIn, actor: Principal, to
     bid = session.get(Bid, data.bid_id)
     if bid is None or bid.call_id != call.id:
         raise NotFound(f"bid {data.bid_id} of call {call.id} not found", field="bid_id")
+    # The call's rounds are locked before their grades are read: a grade being written (it holds its round shared)
+    # finishes first, and none lands between this check and the rounds' closing below.
+    session.execute(select(ReviewRound.id).where(ReviewRound.call_id == call.id).with_for_update())
     shortlist.check_awardable(session=session, call=call, bid=bid)
     if bid.listing_id is None:
         other = "achievement" if call.kind == CallKind.need else "need"

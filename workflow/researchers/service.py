@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from accounts import audit
 from accounts.policy import Principal
@@ -24,6 +24,7 @@ from catalog.indexing import Indexes
 from catalog.match import match_text
 from catalog.service import get_need
 from core.errors import Forbidden, InvalidInput, NotFound
+from models.db import locked, session_scope
 from models.tables import (
     Achievement,
     ListingStatus,
@@ -103,21 +104,33 @@ def _profile_vectors(researchers: Sequence[Researcher], embedder: Any, dim: int)
     )
 
 
-def reembed_stale(*, session: Session, embedder: Any, batch: int = 64) -> int:
+def reembed_stale(*, session_factory: sessionmaker[Session], embedder: Any, batch: int = 64) -> int:
     """Embed again every profile whose stored vector another model made (or none did): after an encoder change, at
-    start-up, so matching compares stored vectors again. How many were re-embedded."""
+    start-up, so matching compares stored vectors again. Each batch is embedded outside any transaction and written
+    in a short one of its own, and only where the profile's text is still what was embedded (an edit meanwhile
+    embedded itself). How many were re-embedded."""
     if embedder is None:
         return 0
     name = str(getattr(embedder, "name", "unknown"))[:200]
     dim = int(np.asarray(embedder.encode_queries(["维度"]), dtype=np.float32).shape[1])
-    stale = [r for r in session.scalars(select(Researcher).order_by(Researcher.id)) if not _is_current(r, name, dim)]
+    with session_factory() as session:
+        stale = [
+            (r.id, profile_text(r))
+            for r in session.scalars(select(Researcher).order_by(Researcher.id))
+            if not _is_current(r, name, dim)
+        ]
+    done = 0
     for start in range(0, len(stale), batch):
         chunk = stale[start : start + batch]
-        vectors = np.asarray(embedder.encode_passages([profile_text(r) for r in chunk]), dtype=np.float32)
-        for researcher, vector in zip(chunk, vectors, strict=True):
-            researcher.profile_vector, researcher.profile_model = vector.tobytes(), name
-        session.flush()
-    return len(stale)
+        vectors = np.asarray(embedder.encode_passages([text for _, text in chunk]), dtype=np.float32)
+        with session_scope(session_factory) as session:
+            for (researcher_id, text), vector in zip(chunk, vectors, strict=True):
+                row = locked(session, Researcher, researcher_id)
+                if row is None or profile_text(row) != text:
+                    continue
+                row.profile_vector, row.profile_model = vector.tobytes(), name
+                done += 1
+    return done
 
 
 def _organisation_for(session: Session, data: ResearcherCreate, actor: Principal) -> Organisation:
