@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 
 from app.deps import ExpertDep, IdPath, RuntimeDep, SessionDep, StaffDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
-from models.tables import CallKind, ListingStatus, Need, ReviewItem, ReviewRound, Visibility
+from catalog.service import visible_to_public
+from models.tables import CallKind, ReviewItem, ReviewRound
 from workflow.review import service
 from workflow.review.schemas import (
     AchievementView,
@@ -104,9 +105,9 @@ def _item(item: ReviewItem) -> QueueItem:
     if bid is not None:
         # The bid's own listing is shown to the judges only while it is published and public: a bidder who withdrew
         # it or made it private since has not shown it to them. The call's listing is the call's, open to all.
-        if bid.call.kind == CallKind.need and achievement is not None and achievement.status != ListingStatus.published:
+        if bid.call.kind == CallKind.need and achievement is not None and not visible_to_public(achievement):
             achievement = None
-        if bid.call.kind == CallKind.achievement and need is not None and not _public(need):
+        if bid.call.kind == CallKind.achievement and need is not None and not visible_to_public(need):
             need = None
     return QueueItem(
         id=item.id,
@@ -188,7 +189,3 @@ def _report(session: SessionDep, review: ReviewRound) -> RoundReport:
         ],
         metrics=service.metrics(session=session, review=review),
     )
-
-
-def _public(need: Need) -> bool:
-    return need.status == ListingStatus.published and need.visibility == Visibility.public

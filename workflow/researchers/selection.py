@@ -168,19 +168,18 @@ def set_preference(*, session: Session, programme_id: int, data: PreferenceIn, a
     return found
 
 
-def clear_preference(*, session: Session, programme_id: int, researcher_id: int, actor: Principal) -> bool:
-    """Take back the enterprise's stated preference for a candidate (neutral again); whether there was one."""
+def clear_preference(*, session: Session, programme_id: int, researcher_id: int, actor: Principal) -> None:
+    """Take back the enterprise's stated preference for a candidate (neutral again; none stated is no error)."""
     programme = _open(session, programme_id)
     if actor.organisation_id is None:
         raise Forbidden("an enterprise's user takes back its own preferences", field="organisation_id")
-    gone = session.execute(
+    session.execute(
         delete(ProgrammePreference).where(
             ProgrammePreference.programme_id == programme.id,
             ProgrammePreference.organisation_id == actor.organisation_id,
             ProgrammePreference.researcher_id == researcher_id,
         )
     )
-    return bool(getattr(gone, "rowcount", 0))
 
 
 def preferences_of(session: Session, programme_id: int) -> list[ProgrammePreference]:

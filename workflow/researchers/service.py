@@ -67,39 +67,39 @@ def profile_text(researcher: Researcher) -> str:
     return f"{researcher.title}。{'、'.join(researcher.fields or [])}。{researcher.self_description}"
 
 
+def _model_name(embedder: Any) -> str:
+    """The name a profile's vector is stored under (the encoder that made it)."""
+    return str(getattr(embedder, "name", "unknown"))[:200]
+
+
 def _embed(researcher: Researcher, embedder: Any) -> None:
     if embedder is None:
         researcher.profile_vector, researcher.profile_model = None, None
         return
     vector = np.asarray(embedder.encode_passages([profile_text(researcher)]), dtype=np.float32)[0]
     researcher.profile_vector = vector.tobytes()
-    researcher.profile_model = str(getattr(embedder, "name", "unknown"))[:200]
+    researcher.profile_model = _model_name(embedder)
 
 
-def _is_current(researcher: Researcher, name: str, dim: int) -> bool:
+def _is_current(researcher: Researcher, embedder: Any) -> bool:
+    """Whether the stored vector is this encoder's: its name, and its width (float32 bytes)."""
     vector = researcher.profile_vector
-    return vector is not None and researcher.profile_model == name and len(vector) == dim * 4  # float32 bytes
+    return vector is not None and researcher.profile_model == _model_name(embedder) and len(vector) == embedder.dim * 4
 
 
-def _profile_vectors(researchers: Sequence[Researcher], embedder: Any, dim: int) -> np.ndarray:
+def _profile_vectors(researchers: Sequence[Researcher], embedder: Any) -> np.ndarray:
     """The profiles' vectors in the embedder's space: stored ones where the same model made them; the others (written
     without a model, or before the encoder changed: start-up re-embeds those, see reembed_stale) embedded now, in one
     call, and never compared across models."""
-    name = str(getattr(embedder, "name", "unknown"))[:200]
-    stale = {i: r for i, r in enumerate(researchers) if not _is_current(r, name, dim)}
-    fresh = dict(
-        zip(
-            stale,
-            np.asarray(embedder.encode_passages([profile_text(r) for r in stale.values()]), dtype=np.float32)
-            if stale
-            else [],
-            strict=True,
-        )
-    )
+    stale = [r for r in researchers if not _is_current(r, embedder)]
+    fresh: dict[int, np.ndarray] = {}
+    if stale:
+        vectors = np.asarray(embedder.encode_passages([profile_text(r) for r in stale]), dtype=np.float32)
+        fresh = {r.id: v for r, v in zip(stale, vectors, strict=True)}
     return np.stack(
         [
-            fresh[i] if i in fresh else np.frombuffer(r.profile_vector or b"", dtype=np.float32)
-            for i, r in enumerate(researchers)
+            fresh[r.id] if r.id in fresh else np.frombuffer(r.profile_vector or b"", dtype=np.float32)
+            for r in researchers
         ]
     )
 
@@ -111,13 +111,11 @@ def reembed_stale(*, session_factory: sessionmaker[Session], embedder: Any, batc
     embedded itself). How many were re-embedded."""
     if embedder is None:
         return 0
-    name = str(getattr(embedder, "name", "unknown"))[:200]
-    dim = int(np.asarray(embedder.encode_queries(["维度"]), dtype=np.float32).shape[1])
     with session_factory() as session:
         stale = [
             (r.id, profile_text(r))
             for r in session.scalars(select(Researcher).order_by(Researcher.id))
-            if not _is_current(r, name, dim)
+            if not _is_current(r, embedder)
         ]
     done = 0
     for start in range(0, len(stale), batch):
@@ -128,7 +126,7 @@ def reembed_stale(*, session_factory: sessionmaker[Session], embedder: Any, batc
                 row = locked(session, Researcher, researcher_id)
                 if row is None or profile_text(row) != text:
                     continue
-                row.profile_vector, row.profile_model = vector.tobytes(), name
+                row.profile_vector, row.profile_model = vector.tobytes(), _model_name(embedder)
                 done += 1
     return done
 
@@ -292,7 +290,7 @@ def match_need(
     if people and embedder is not None:
         query = np.asarray(embedder.encode_queries([text]), dtype=np.float32)[0]
         same = sorted(people.values(), key=lambda r: r.id)
-        matrix = _profile_vectors(same, embedder, dim=int(query.shape[0]))
+        matrix = _profile_vectors(same, embedder)
         sims = matrix @ query
         order = np.argsort(-sims, kind="stable")[:PROFILE_DEPTH]
         for rank, i in enumerate(order, start=1):
