@@ -55,8 +55,16 @@ def _fail(message: str) -> None:
 
 
 @cli.command()
-def serve(host: str = "127.0.0.1", port: int = 8000, reload: bool = False) -> None:
-    """Run the HTTP service (migrates the DB, loads the model, brings the index level with the change feed first)."""
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    reload: bool = False,
+    workers: Annotated[int, typer.Option(min=1, help="server processes (each follows the change feed)")] = 1,
+) -> None:
+    """Run the HTTP service (migrates the DB, loads the model, brings the index level with the change feed first).
+
+    Several workers use both cores under concurrent load: a query's Python parts hold one process's GIL.
+    """
     import uvicorn
     from pydantic import ValidationError
 
@@ -67,7 +75,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, reload: bool = False) -> No
     except ValidationError as exc:
         _fail("; ".join(str(err["msg"]).removeprefix("Value error, ") for err in exc.errors()))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, reload=reload, workers=workers)
 
 
 def _runtime(*, sync: bool = False):  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from core.settings import Settings
 from matching.calibration import Thresholds, for_ranker
 from matching.index import SearchIndex, engine_tuning, index_class, ranker_version, tuning_from_settings
 from matching.maxscore import warm_up
+from matching.quantised import warm_up as warm_up_quantised
 from matching.text import default_segmenter
 from models.db import make_engine, make_sessionmaker, migrate
 
@@ -68,6 +69,7 @@ def _warm_up(embedder: Any) -> None:
     wait on a busy one.
     """
     warm_up()
+    warm_up_quantised()
     default_segmenter().words("预热 warm-up")
     for encode in (getattr(embedder, "encode_queries", None), getattr(embedder, "encode_passages", None)):
         if encode is not None:

@@ -9,9 +9,10 @@ applied up to the feed's last seq, so `techmatch serve` starts on it with nothin
   p50 / p95 from sending to the whole answer read; the query is embedded by the real model inside each request;
 - the floor in the same run: `GET /healthz` round trips (HTTP + JSON, no search) and, in this process on the same
   index files, the BM25-only search (no embedding, no dense list), with MaxScore pruning and without it;
-- 8 concurrent keep-alive clients for --duration s: requests/s, p50 / p95, and every non-200 counted.
+- 8 concurrent keep-alive clients for --duration s: requests/s, p50 / p95, and every non-200 counted;
+- each of these once per server size in --workers (`techmatch serve --workers N`, N processes on one port).
 
-    .venv/bin/python -m benchmarks.http_match [--sizes 100000] [--queries 100] [--duration 30]
+    .venv/bin/python -m benchmarks.http_match [--sizes 100000] [--queries 100] [--duration 30] [--workers 1 2]
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--duration", type=float, default=30.0)
-    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the DB and index folder for a later --reuse")
+    ap.add_argument("--reuse", type=Path, help="a folder kept by an earlier run of the same size (no build)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes, one run each")
     args = ap.parse_args()
 
     settings = get_settings()
@@ -144,20 +147,35 @@ def main() -> None:
     queries = real_queries(args.queries)
     print(f"model {real.name}; engine {settings.index_engine}; {len(queries)} real need queries, k=10")
     for size in args.sizes:
-        folder = Path(tempfile.mkdtemp(prefix=f"http-{size}-"))
+        reused = args.reuse is not None
+        folder = args.reuse if reused else Path(tempfile.mkdtemp(prefix=f"http-{size}-"))
         try:
-            t0 = time.perf_counter()
-            url = build(folder, size, base, base_vecs, real)
-            print(f"{size:>8} docs: DB + index built in {time.perf_counter() - t0:.0f} s")
+            if reused:
+                url = f"sqlite:///{folder / 'techmatch.sqlite3'}"
+                print(f"{size:>8} docs: DB + index of an earlier run ({folder})")
+            else:
+                t0 = time.perf_counter()
+                url = build(folder, size, base, base_vecs, real)
+                print(f"{size:>8} docs: DB + index built in {time.perf_counter() - t0:.0f} s")
             token = secrets.token_hex(16)
             env = server_env(folder, url, token)
-            with server(env, folder / "server.log") as (base_url, _proc, ready_s):
-                with httpx.Client(trust_env=False, timeout=60) as c:
-                    for q in queries[:5]:
-                        timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10})
-                    one = [timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10}) for q in queries]
-                    hz = [timed(c, "GET", f"{base_url}/healthz") for _ in range(100)]
-                lat, errors, wall = concurrent(base_url, queries, args.clients, args.duration)
+            served: list[str] = []
+            for workers in args.workers:
+                with server(env, folder / "server.log", workers=workers) as (base_url, _proc, ready_s):
+                    with httpx.Client(trust_env=False, timeout=60) as c:
+                        for q in queries[:5]:
+                            timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10})
+                        one = [timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10}) for q in queries]
+                        hz = [timed(c, "GET", f"{base_url}/healthz") for _ in range(100)]
+                    lat, errors, wall = concurrent(base_url, queries, args.clients, args.duration)
+                served += [
+                    f"{size:>8} docs, {workers} worker(s): server ready in {ready_s:.1f} s",
+                    line(size, f"match, 1 client, {workers} worker(s)", one),
+                    line(size, "GET /healthz (HTTP floor)", hz),
+                    f"{size:>8} match, {args.clients} clients, {args.duration:.0f} s, {workers} worker(s): "
+                    f"{len(lat) / wall:6.1f} QPS, p50 {percentile(lat, 50):.1f} ms, p95 {percentile(lat, 95):.1f} ms, "
+                    f"{len(errors)} errors" + (f" (first: {errors[0]})" if errors else ""),
+                ]
             index = index_class(settings).open(
                 folder / "data" / "index" / "achievements",
                 embedder=real,
@@ -168,18 +186,11 @@ def main() -> None:
             index.bm25_pruning = True  # MaxScore pruning, for comparison (not the default: slower as measured)
             bm25_all = time_queries(index, queries)
             index.close()
-            print(f"{size:>8} docs: server ready in {ready_s:.1f} s")
-            print(line(size, "match, 1 client (HTTP)", one))
+            print("\n".join(served))
             print(line(size, "BM25-only search (in process)", bm25))
             print(line(size, "  same, MaxScore pruning", bm25_all))
-            print(line(size, "GET /healthz (HTTP floor)", hz))
-            print(
-                f"{size:>8} match, {args.clients} clients, {args.duration:.0f} s:  {len(lat) / wall:6.1f} QPS, "
-                f"p50 {percentile(lat, 50):.1f} ms, p95 {percentile(lat, 95):.1f} ms, {len(errors)} errors"
-                + (f" (first: {errors[0]})" if errors else "")
-            )
         finally:
-            if args.keep:
+            if args.keep or reused:
                 print(f"kept {folder}")
             else:
                 shutil.rmtree(folder, ignore_errors=True)

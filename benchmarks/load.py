@@ -338,10 +338,10 @@ def tail(log: Path, chars: int = 3000) -> str:
 
 
 @contextmanager
-def server(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
+def server(env: dict[str, str], log: Path, *, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes], float]]:
     """`techmatch serve` on a free loopback port; yields its URL once /healthz answers 200. SIGTERM, then SIGKILL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", LOOPBACK, "--port", str(port)]
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--host", LOOPBACK, "--port", str(port), "--workers", str(workers)]
     t0 = time.monotonic()
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -27,6 +27,7 @@ FILTERS: dict[str, tuple[str, ...]] = {
 
 # Two rows whose normalised texts share this much of their character trigrams (Jaccard) are one result filed twice.
 DUPLICATE_SIMILARITY = 0.85
+_NOT_WORD = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def match_text(
         if not can_see(viewer, row):
             continue
         grams = _trigrams(row)
-        same = next((i for i, head in enumerate(heads) if _jaccard(grams, head) >= DUPLICATE_SIMILARITY), None)
+        same = next((i for i, head in enumerate(heads) if _same_text(grams, head)), None)
         if same is not None:
             twin = Duplicate(id=row.id, external_id=row.external_id, title=row.title)
             out[same] = replace(out[same], duplicates=(*out[same].duplicates, twin))
@@ -126,12 +127,24 @@ def _trigrams(row: Need | Achievement) -> frozenset[str]:
     """Character trigrams of a row's title and text, normalised (script, width, case) with punctuation and spaces
     dropped: the same result filed twice shares nearly all of them, whatever its formatting."""
     body = row.description if isinstance(row, Need) else row.abstract
-    text = re.sub(r"[\W_]+", "", normalise(f"{row.title}{body or ''}"))
-    return frozenset(text[i : i + 3] for i in range(max(1, len(text) - 2)))
+    # Stored texts are tidied on every write (script and width: catalog.service, ingest.records); case and spaces
+    # are what is left to fold, and converting scripts again per hit cost more than the rest of this check.
+    text = _NOT_WORD.sub("", f"{row.title}{body or ''}".lower())
+    if len(text) < 3:
+        return frozenset((text,))
+    return frozenset(map("".join, zip(text, text[1:], text[2:], strict=False)))
 
 
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
+def _same_text(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Jaccard similarity of the trigram sets reaches DUPLICATE_SIMILARITY (most pairs fail on their sizes alone:
+    |A ∩ B| / |A ∪ B| ≤ min / max)."""
+    small, large = sorted((len(a), len(b)))
+    if small < DUPLICATE_SIMILARITY * large:
+        return False
+    if large == 0:
+        return True
+    shared = len(a & b)
+    return shared >= DUPLICATE_SIMILARITY * (len(a) + len(b) - shared)
 
 
 def _others_private_needs(session: Session, viewer: Principal) -> list[int]:

@@ -15,9 +15,15 @@ def shared_terms(query: Sequence[str], doc: Sequence[str], *, idf: Callable[[str
     for position, term in enumerate(query):
         if term in doc_set and term not in seen:
             seen[term] = position
-    # A term that contains another shared term says the same thing better: keep the longer one.
-    terms = [t for t in seen if not any(t != o and t in o for o in seen)]
-    return sorted(terms, key=lambda t: (-idf(t), seen[t]))[:top]
+    # A term contained in another shared term says the same thing less well: the longer one is kept. Checked in
+    # rank order, only until `top` are found (a hit's texts share hundreds of bigrams; every pair would be quadratic).
+    out: list[str] = []
+    for t in sorted(seen, key=lambda t: (-idf(t), seen[t])):
+        if not any(t != o and t in o for o in seen):
+            out.append(t)
+            if len(out) == top:
+                break
+    return out
 
 
 def reasons(

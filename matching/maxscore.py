@@ -173,7 +173,7 @@ def bm25_top(
                 into[lo:hi] += _lookup(local, p.docs, p.tfs, p.lengths, s, e, w, k1_, b_, avgdl)
 
     if cut >= n_terms:
-        top = _best(np.flatnonzero(mask & (out > 0)), out, depth, ids)
+        top = _top_positive(out, mask, ids, depth)
         return LexicalResult(top, lambda q: out[q].astype(np.float32), idf_of, scanned, int(scanned_by_rank[-1]))
 
     # θ rises first: the depth best partial scores' documents are scored exactly (a few lookups each), and the
@@ -313,6 +313,64 @@ def _refine(local, part, still, docs, tfs, lengths, starts, ends, weights, after
 
 
 @numba.njit(cache=True, nogil=True)
+def _top_positive(out, mask, ids, depth):  # type: ignore[no-untyped-def]
+    """The depth best allowed positions with a positive score, best first, ties to the lower doc id.
+
+    One pass keeping a heap of the best so far (its root the worst of them), instead of selecting among every
+    scored document.
+    """
+    heap = np.empty(depth, np.int64)
+    size = 0
+    floor = 0.0  # the root's score once the heap is full: most documents fail this one comparison
+    for p in range(len(out)):
+        s = out[p]
+        if s <= 0 or s < floor or not mask[p] or (s == floor and ids[p] > ids[heap[0]]):
+            continue
+        if size < depth:
+            heap[size] = p
+            size += 1
+            if size == depth:
+                for root in range(depth // 2 - 1, -1, -1):
+                    _sift_worst(heap, root, depth, out, ids)
+                floor = out[heap[0]]
+        elif _better(out, ids, p, heap[0]):
+            heap[0] = p
+            _sift_worst(heap, 0, depth, out, ids)
+            floor = out[heap[0]]
+    best = heap[:size].copy()
+    # Best first: insertion sort is enough for a few hundred entries and keeps the (score, id) order exact.
+    for i in range(1, size):
+        p = best[i]
+        j = i - 1
+        while j >= 0 and _better(out, ids, p, best[j]):
+            best[j + 1] = best[j]
+            j -= 1
+        best[j + 1] = p
+    return best
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _better(out, ids, a, b):  # type: ignore[no-untyped-def]
+    """Position a ranks above position b: a higher score, or the same score and a lower doc id."""
+    return out[a] > out[b] or (out[a] == out[b] and ids[a] < ids[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift_worst(heap, at, size, out, ids):  # type: ignore[no-untyped-def]
+    """Restore the heap (each entry ranks above its parent) below position at."""
+    while True:
+        child = 2 * at + 1
+        if child >= size:
+            return
+        if child + 1 < size and _better(out, ids, heap[child], heap[child + 1]):
+            child += 1
+        if _better(out, ids, heap[child], heap[at]):
+            return
+        heap[at], heap[child] = heap[child], heap[at]
+        at = child
+
+
+@numba.njit(cache=True, nogil=True)
 def _dead_in(docs, starts, ends, dead):  # type: ignore[no-untyped-def]
     """How many of these (sorted) dead rows each term's postings hold."""
     out = np.zeros(len(starts), dtype=np.int64)
@@ -338,6 +396,7 @@ def warm_up() -> None:
     _lookup(docs, docs, tfs, lengths, *span, f, f, f)
     _refine(docs, np.zeros(2), np.ones(2, dtype=np.bool_), docs, tfs, lengths, *span, np.zeros(1), 0.0, f, f, f)
     _dead_in(docs, span[0], span[1], docs)
+    _top_positive(np.ones(2), np.ones(2, dtype=np.bool_), np.zeros(2, dtype=np.int64), 1)
 
 
 def _kth(out: np.ndarray, mask: np.ndarray, depth: int) -> float:

@@ -44,6 +44,7 @@ from matching.index import (
     writer_lock,
 )
 from matching.maxscore import LexicalResult, bm25_top
+from matching.quantised import shortlist
 from matching.rerank import LinearRanker, rescore
 from matching.segments import FIELDS, MAX_TERM, Row, Segment, merge_segments
 from matching.text import Segmenter, default_segmenter, normalise
@@ -622,15 +623,11 @@ class SegmentIndex:
     ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
         """The dense list (positions of the depth best allowed docs, best first) and the exact score of any position.
 
-        Per segment: its HNSW graph where it has one (restricted to the allowed rows by a bitmap), else one exact
-        matrix-vector product; a filter that leaves few rows of a graphed segment scans those rows exactly.
+        Per segment: its HNSW graph where it has one (restricted to the allowed rows by a bitmap); else a scan, its
+        int8 copy shortlisting the rows that fp32 then scores (matching/quantised.py); a filter that leaves few rows
+        scores those rows in fp32 directly. Every score returned is the fp32 inner product.
         """
         graphs = self._graphs
-        if not any(seg.name in graphs for seg in state.segments):
-            scores = np.concatenate([np.asarray(s.vectors) @ q for s in state.segments]).astype(np.float32)
-            return _top(scores, depth, mask, state.ids_all, positive_only=False), lambda positions: scores[positions]
-        import faiss
-
         found_pos, found_score = [], []
         for seg, base in zip(state.segments, state.bases, strict=False):
             lo, n = int(base), len(seg)
@@ -640,12 +637,18 @@ class SegmentIndex:
                 continue
             graph = graphs.get(seg.name)
             if graph is None or count < 0.2 * n or count <= 4 * depth:
-                rows = np.flatnonzero(allowed)
-                scores = (np.asarray(seg.vectors) @ q)[rows] if count > n // 4 else np.asarray(seg.vectors)[rows] @ q
-                if len(rows) > depth:
-                    best = np.argpartition(-scores, depth - 1)[:depth]
-                    rows, scores = rows[best], scores[best]
+                if count > n // 4 and count > 2 * depth + 64:
+                    codes, scales = seg.codes()
+                    rows, scores = shortlist(codes, scales, seg.vectors, q, allowed, depth)
+                else:
+                    rows = np.flatnonzero(allowed)
+                    scores = np.asarray(seg.vectors)[rows] @ q
+                    if len(rows) > depth:
+                        cut = np.partition(scores, len(scores) - depth)[len(scores) - depth]
+                        rows, scores = rows[scores >= cut], scores[scores >= cut]
             else:
+                import faiss
+
                 bitmap = np.packbits(allowed, bitorder="little")
                 params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
                 params.efSearch = max(self.hnsw_ef_search, depth)

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from matching.quantised import quantise
+
 FIELDS = ("words", "chars")
 _MAGIC = b"TMSEG001"
 _ALIGN = 64
@@ -163,9 +165,18 @@ class Segment:
     row_offsets: np.ndarray  # int64[n + 1] into blob
     attrs: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (key, value) → local rows
     _file: Any = None  # the open mmap keeping the arrays alive
+    # int8 copies of the vectors for the first pass of a scan (matching/quantised.py): stored in the file, or made on
+    # first use for a segment written before they existed.
+    _codes: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 codes, per-row scales) of the vectors."""
+        if self._codes is None:
+            self._codes = quantise(np.asarray(self.vectors))
+        return self._codes
 
     def row(self, i: int) -> Row:
         """The stored row of local document i."""
@@ -211,6 +222,7 @@ class Segment:
             "row_offsets": self.row_offsets,
             "blob": np.frombuffer(bytes(self.blob), dtype=np.uint8),
         }
+        out["codes"], out["code_scales"] = self.codes()
         for name, p in self.fields.items():
             for part in ("vocab", "offsets", "docs", "tfs", "lengths"):
                 out[f"{name}.{part}"] = getattr(p, part)
@@ -269,6 +281,7 @@ class Segment:
             row_offsets=arrays["row_offsets"],
             attrs={(k, v): np.array(rows, dtype=np.int64) for k, v, rows in header["attrs"]},
             _file=mapped,
+            _codes=(arrays["codes"], arrays["code_scales"]) if "codes" in arrays else None,
         )
 
 

@@ -39,11 +39,7 @@ def _free_port() -> int:
 def _server(env: dict[str, str], log: Path, *, workers: int = 1) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real server process on a free port (uvicorn with `workers` processes); yields its URL once it answers."""
     port = _free_port()
-    if workers == 1:
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    else:
-        cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--port", str(port)]
-        cmd += ["--workers", str(workers)]
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

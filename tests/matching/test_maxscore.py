@@ -66,8 +66,9 @@ def corpora(
 
 
 @settings(max_examples=300, deadline=None)
-@given(corpora())
-def test_maxscore_top_and_scores_equal_brute_force(case: tuple) -> None:
+@given(corpora(), st.booleans())
+def test_bm25_top_and_scores_equal_brute_force(case: tuple, prune: bool) -> None:
+    """Both ways, MaxScore pruning and scoring every posting (its heap of the best so far)."""
     segments, alive, query, mask, depth, k1, b = case
     if not np.concatenate(alive).any():
         return
@@ -90,6 +91,7 @@ def test_maxscore_top_and_scores_equal_brute_force(case: tuple) -> None:
         depth=depth,
         mask=mask,
         ids=ids,
+        prune=prune,
     )
     expected = brute_force([d for docs in segments for d in docs], all_alive, query, k1, b)
     allowed = np.flatnonzero(mask & (expected > 1e-9))
