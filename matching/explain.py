@@ -18,6 +18,8 @@ def shared_terms(query: Sequence[str], doc: Sequence[str], *, idf: Callable[[str
     # A term contained in another shared term says the same thing less well: the longer one is kept. Checked in
     # rank order, only until `top` are found (a hit's texts share hundreds of bigrams; every pair would be quadratic).
     out: list[str] = []
+    if top <= 0:
+        return out
     for t in sorted(seen, key=lambda t: (-idf(t), seen[t])):
         if not any(t != o and t in o for o in seen):
             out.append(t)

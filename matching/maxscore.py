@@ -319,6 +319,8 @@ def _top_positive(out, mask, ids, depth):  # type: ignore[no-untyped-def]
     One pass keeping a heap of the best so far (its root the worst of them), instead of selecting among every
     scored document.
     """
+    if depth <= 0:
+        return np.zeros(0, np.int64)
     heap = np.empty(depth, np.int64)
     size = 0
     floor = 0.0  # the root's score once the heap is full: most documents fail this one comparison

@@ -623,9 +623,9 @@ class SegmentIndex:
     ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
         """The dense list (positions of the depth best allowed docs, best first) and the exact score of any position.
 
-        Per segment: its HNSW graph where it has one (restricted to the allowed rows by a bitmap); else a scan, its
-        int8 copy shortlisting the rows that fp32 then scores (matching/quantised.py); a filter that leaves few rows
-        scores those rows in fp32 directly. Every score returned is the fp32 inner product.
+        Per segment: its HNSW graph where it has one (restricted to the allowed rows by a bitmap); else the exact
+        scan's list, its int8 copy choosing the rows that fp32 scores (matching/quantised.py, provably the same list);
+        a filter that leaves few rows scores those rows in fp32 directly. Every score returned is the fp32 one.
         """
         graphs = self._graphs
         found_pos, found_score = [], []
@@ -638,8 +638,7 @@ class SegmentIndex:
             graph = graphs.get(seg.name)
             if graph is None or count < 0.2 * n or count <= 4 * depth:
                 if count > n // 4 and count > 2 * depth + 64:
-                    codes, scales = seg.codes()
-                    rows, scores = shortlist(codes, scales, seg.vectors, q, allowed, depth)
+                    rows, scores = shortlist(seg.codes(), seg.vectors, q, allowed, depth)
                 else:
                     rows = np.flatnonzero(allowed)
                     scores = np.asarray(seg.vectors)[rows] @ q

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from matching.quantised import quantise
+from matching.quantised import Codes, lazily
 
 FIELDS = ("words", "chars")
 _MAGIC = b"TMSEG001"
@@ -167,16 +167,14 @@ class Segment:
     _file: Any = None  # the open mmap keeping the arrays alive
     # int8 copies of the vectors for the first pass of a scan (matching/quantised.py): stored in the file, or made on
     # first use for a segment written before they existed.
-    _codes: tuple[np.ndarray, np.ndarray] | None = None
+    _codes: Codes | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """(int8 codes, per-row scales) of the vectors."""
-        if self._codes is None:
-            self._codes = quantise(np.asarray(self.vectors))
-        return self._codes
+    def codes(self) -> Codes:
+        """The int8 copies of the vectors."""
+        return self._codes if self._codes is not None else lazily(self, np.asarray(self.vectors))
 
     def row(self, i: int) -> Row:
         """The stored row of local document i."""
@@ -222,7 +220,8 @@ class Segment:
             "row_offsets": self.row_offsets,
             "blob": np.frombuffer(bytes(self.blob), dtype=np.uint8),
         }
-        out["codes"], out["code_scales"] = self.codes()
+        codes = self.codes()
+        out["codes"], out["code_meta"] = codes.codes, codes.meta
         for name, p in self.fields.items():
             for part in ("vocab", "offsets", "docs", "tfs", "lengths"):
                 out[f"{name}.{part}"] = getattr(p, part)
@@ -281,7 +280,7 @@ class Segment:
             row_offsets=arrays["row_offsets"],
             attrs={(k, v): np.array(rows, dtype=np.int64) for k, v, rows in header["attrs"]},
             _file=mapped,
-            _codes=(arrays["codes"], arrays["code_scales"]) if "codes" in arrays else None,
+            _codes=Codes(arrays["codes"], arrays["code_meta"]) if "code_meta" in arrays else None,
         )
 
 

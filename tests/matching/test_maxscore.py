@@ -134,3 +134,32 @@ def test_common_terms_are_not_scanned_when_rare_ones_decide() -> None:
     assert set(result.top.tolist()) <= set(range(0, 5000, 500))
     np.testing.assert_allclose(expected[result.top], np.sort(expected)[::-1][:5], rtol=1e-5)
     assert result.postings_scanned < result.postings_total / 10
+
+
+def test_exact_ties_go_to_the_lower_doc_id_both_ways() -> None:
+    """Identical documents score identically: the list takes them by doc id (not by position), pruned or not."""
+    docs = [["锂电池", "隔膜"]] * 30 + [["锂电池"]] * 30 + [["海参"]] * 5
+    ids = np.random.default_rng(4).permutation(len(docs)).astype(np.int64) * 7
+    fields = [Postings.build(docs[:40]), Postings.build(docs[40:])]
+    alive = [np.ones(40, dtype=bool), np.ones(len(docs) - 40, dtype=bool)]
+    mask = np.ones(len(docs), dtype=bool)
+    mask[3] = False
+    for prune in (False, True):
+        result = bm25_top(
+            fields,
+            alive,
+            [True, True],
+            np.array([0, 40, len(docs)]),
+            tokens=["锂电池", "隔膜"],
+            n_alive=len(docs),
+            length_sum=float(sum(f.lengths.sum() for f in fields)),
+            k1=K1,
+            b=B,
+            depth=35,
+            mask=mask,
+            ids=ids,
+            prune=prune,
+        )
+        pair = [p for p in range(30) if p != 3]  # the 29 allowed documents holding both terms rank first
+        single = sorted(range(30, 60), key=lambda p: ids[p])  # then those holding one, by doc id
+        assert result.top.tolist() == sorted(pair, key=lambda p: ids[p]) + single[:6], prune
