@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -134,7 +133,7 @@ class MatchResponse(BaseModel):
     def of(cls, matches: Sequence[Match], *, ranker_version: str) -> MatchResponse:
         weak = weak_only(matches)
         return cls(
-            results=[MatchResult.model_validate(dataclasses.asdict(m)) for m in matches],
+            results=[MatchResult.model_validate(m, from_attributes=True) for m in matches],
             ranker_version=ranker_version,
             weak_only=weak,
             notice=WEAK_ONLY_NOTICE if weak else None,
