@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,13 +49,45 @@ class Document:
     content_hash: str = ""
 
 
-@dataclass
 class Hit:
-    """One ranked result; reasons is JSON-serialisable."""
+    """One ranked result; reasons is JSON-serialisable.
 
-    id: int
-    score: float
-    reasons: dict[str, Any] = field(default_factory=dict)
+    An engine may give `explain` instead of reasons: they are then worked out when first read. Callers ask for more
+    hits than they show (so that duplicates can collapse), and explaining one costs more than ranking it.
+    """
+
+    __slots__ = ("_explain", "_reasons", "id", "score")
+
+    def __init__(
+        self,
+        id: int,
+        score: float,
+        reasons: dict[str, Any] | None = None,
+        *,
+        explain: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.id = id
+        self.score = score
+        self._reasons = reasons if reasons is not None or explain is not None else {}
+        self._explain = explain
+
+    @property
+    def reasons(self) -> dict[str, Any]:
+        """Why it matched (see matching.explain.reasons)."""
+        if self._reasons is None:
+            assert self._explain is not None
+            self._reasons, self._explain = self._explain(), None
+        return self._reasons
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hit):
+            return NotImplemented
+        return (self.id, self.score, self.reasons) == (other.id, other.score, other.reasons)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return f"Hit(id={self.id!r}, score={self.score!r}, reasons={self.reasons!r})"
 
 
 @dataclass

@@ -737,7 +737,26 @@ class SegmentIndex:
         config: FusionConfig,
         idf: dict[str, dict[str, float]],
     ) -> Hit:
-        seg_no, local = state.locate(int(cands.positions[j]))
+        """The hit at candidate j; its reasons (which read the stored row) are worked out only if someone reads them."""
+        position = int(cands.positions[j])
+        return Hit(
+            id=int(state.ids_all[position]),
+            score=round(score, 6),
+            explain=lambda: self._reasons(state, query, cands, j, position, parts, config, idf),
+        )
+
+    def _reasons(
+        self,
+        state: _State,
+        query: QueryAnalysis,
+        cands: Candidates,
+        j: int,
+        position: int,
+        parts: dict[str, np.ndarray],
+        config: FusionConfig,
+        idf: dict[str, dict[str, float]],
+    ) -> dict[str, Any]:
+        seg_no, local = state.locate(position)
         words_idf, chars_idf = idf.get("words", {}), idf.get("chars", {})
         row = state.segments[seg_no].row(local)
         terms = shared_terms(query.words, row.words, idf=lambda t: words_idf.get(t[:MAX_TERM], 0.0))
@@ -747,7 +766,7 @@ class SegmentIndex:
             if not any(g in t for t in terms)
         ]
         keywords = [kw for kw in row.keywords if kw and kw in query.text]
-        why = reasons(
+        return reasons(
             terms=terms,
             bigrams=bigrams,
             keywords=keywords,
@@ -756,7 +775,6 @@ class SegmentIndex:
             ranks={s: int(cands.ranks[s][j]) for s in SIGNALS if s in cands.ranks},
             method=config.method,
         )
-        return Hit(id=row.id, score=round(score, 6), reasons=why)
 
     # --- persistence ------------------------------------------------------------------------------------------------
 
