@@ -16,7 +16,6 @@ so a few hundred rows of a 32k segment are re-scored instead of all of them.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numba
@@ -127,19 +126,6 @@ def _sift_down(score, row, at, size):  # type: ignore[no-untyped-def]
         score[at], score[child] = score[child], score[at]
         row[at], row[child] = row[child], row[at]
         at = child
-
-
-_lazy_lock = threading.Lock()
-
-
-def lazily(holder: object, vectors: np.ndarray) -> Codes:
-    """holder's codes, made once (under a lock: concurrent first queries would each quantise the segment)."""
-    with _lazy_lock:
-        made = getattr(holder, "_codes", None)
-        if made is None:
-            made = quantise(vectors)
-            holder._codes = made  # type: ignore[attr-defined]
-        return made
 
 
 def warm_up() -> None:

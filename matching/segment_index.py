@@ -738,11 +738,10 @@ class SegmentIndex:
         idf: dict[str, dict[str, float]],
     ) -> Hit:
         """The hit at candidate j; its reasons (which read the stored row) are worked out only if someone reads them."""
-        position = int(cands.positions[j])
         return Hit(
-            id=int(state.ids_all[position]),
+            id=int(state.ids_all[cands.positions[j]]),
             score=round(score, 6),
-            explain=lambda: self._reasons(state, query, cands, j, position, parts, config, idf),
+            explain=lambda: self._reasons(state, query, cands, j, parts, config, idf),
         )
 
     def _reasons(
@@ -751,12 +750,11 @@ class SegmentIndex:
         query: QueryAnalysis,
         cands: Candidates,
         j: int,
-        position: int,
         parts: dict[str, np.ndarray],
         config: FusionConfig,
         idf: dict[str, dict[str, float]],
     ) -> dict[str, Any]:
-        seg_no, local = state.locate(position)
+        seg_no, local = state.locate(int(cands.positions[j]))
         words_idf, chars_idf = idf.get("words", {}), idf.get("chars", {})
         row = state.segments[seg_no].row(local)
         terms = shared_terms(query.words, row.words, idf=lambda t: words_idf.get(t[:MAX_TERM], 0.0))

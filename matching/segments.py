@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from matching.quantised import Codes, lazily
+from matching.quantised import Codes, quantise
 
 FIELDS = ("words", "chars")
 _MAGIC = b"TMSEG001"
+_CODES_LOCK = threading.Lock()  # concurrent first queries on an older segment would each quantise it
 _ALIGN = 64
 # Terms are stored in fixed-width numpy unicode arrays (binary-searchable, mmap-able); a longer token (a long Latin
 # string, a number) is cut to this many characters on both the document and the query side.
@@ -174,7 +176,12 @@ class Segment:
 
     def codes(self) -> Codes:
         """The int8 copies of the vectors."""
-        return self._codes if self._codes is not None else lazily(self, np.asarray(self.vectors))
+        if self._codes is not None:
+            return self._codes
+        with _CODES_LOCK:
+            if self._codes is None:
+                self._codes = quantise(np.asarray(self.vectors))
+            return self._codes
 
     def row(self, i: int) -> Row:
         """The stored row of local document i."""
