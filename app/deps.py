@@ -1,4 +1,8 @@
-"""Request dependencies by alias: the one place each engine behind a port is chosen."""
+"""Request dependencies by alias: the one place each engine behind a port is chosen.
+
+Dependencies that neither block nor wait are `async def`: FastAPI runs a plain `def` dependency in its thread pool,
+a thread hop (and a wait for the GIL) per dependency per request, which cost a match more than its BM25 did.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from accounts.policy import (
@@ -35,7 +40,7 @@ from models.db import session_scope
 from models.tables import Role
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     """The process runtime built in the lifespan."""
     return request.app.state.runtime  # type: ignore[no-any-return]
 
@@ -50,17 +55,25 @@ def get_session(runtime: RuntimeDep, request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings_dep(runtime: RuntimeDep) -> Settings:
+def get_read_session(runtime: RuntimeDep) -> Iterator[Session]:
+    """A reader session whatever the method, for a route that only reads (POST /api/v1/match carries its query in a
+    body). On SQLite a writer begins IMMEDIATE and so holds the one write lock until it ends: concurrent matches
+    would queue behind each other (and behind every write) for nothing."""
+    with session_scope(runtime.session_factory) as session:
+        yield session
+
+
+async def get_settings_dep(runtime: RuntimeDep) -> Settings:
     """The runtime's settings."""
     return runtime.settings
 
 
-def get_indexes(runtime: RuntimeDep) -> Indexes:
+async def get_indexes(runtime: RuntimeDep) -> Indexes:
     """The search indexes."""
     return runtime.indexes
 
 
-def get_follower(runtime: RuntimeDep) -> IndexFollower:
+async def get_follower(runtime: RuntimeDep) -> IndexFollower:
     """This process's change-feed follower."""
     return runtime.follower
 
@@ -74,12 +87,14 @@ _BEARER = HTTPBearer(
 )
 
 
-def get_principal(
+async def get_principal(
     runtime: RuntimeDep,
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
 ) -> Principal:
-    """Read `Authorization: Bearer <token>`: the admin token or a user's token; a wrong one is 401, none anonymous."""
+    """Read `Authorization: Bearer <token>`: the admin token or a user's token; a wrong one is 401, none anonymous.
+
+    Only a user's token needs the database, looked up in the thread pool (never on the event loop)."""
     authorization = request.headers.get("authorization")
     if authorization is None:
         return Principal()
@@ -90,11 +105,15 @@ def get_principal(
     if expected and hmac.compare_digest(token.encode(), expected.encode()):
         return BOOTSTRAP_ADMIN
     if token.startswith(TOKEN_PREFIX):
-        with runtime.session_factory() as session:
-            principal = principal_for_token(session=session, token=token)
+        principal = await run_in_threadpool(_user_principal, runtime, token)
         if principal is not None:
             return principal
     raise Unauthorized("unknown, expired or revoked bearer token")
+
+
+def _user_principal(runtime: Runtime, token: str) -> Principal | None:
+    with runtime.session_factory() as session:
+        return principal_for_token(session=session, token=token)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -109,7 +128,7 @@ def allow(audience: frozenset[str], who: str) -> Any:
     matrix test reads `policy` off it for every route.
     """
 
-    def check(runtime: RuntimeDep, principal: PrincipalDep) -> Principal:
+    async def check(runtime: RuntimeDep, principal: PrincipalDep) -> Principal:
         if principal.audience in audience:
             return principal
         if principal.role is None:
@@ -123,7 +142,7 @@ def allow(audience: frozenset[str], who: str) -> Any:
     return Depends(check)
 
 
-def _storable_query(request: Request) -> None:
+async def _storable_query(request: Request) -> None:
     """Query values the database can compare: PostgreSQL's text cannot hold NUL, so one is invalid input, not a 500."""
     for name, value in request.query_params.multi_items():
         if "\x00" in value:
@@ -138,12 +157,13 @@ MAX_ID = 2**31 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 IndexesDep = Annotated[Indexes, Depends(get_indexes)]
 FollowerDep = Annotated[IndexFollower, Depends(get_follower)]
 
 
-def _open_to_all() -> None:
+async def _open_to_all() -> None:
     """The policy of a route that needs no caller at all (no runtime either: a pure calculator)."""
 
 

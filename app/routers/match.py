@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import IndexesDep, PublicDep, RuntimeDep, SessionDep
+from app.deps import IndexesDep, PublicDep, ReadSessionDep, RuntimeDep
 from app.errors import BODY_RESPONSES, PROBLEM_RESPONSES
 from app.schemas import MatchRequest, MatchResponse
 from catalog.match import match_text
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/v1", tags=["match"], responses=PROBLEM_RESPONSES
 
 @router.post("/match", response_model=MatchResponse, responses=BODY_RESPONSES)
 def match(
-    body: MatchRequest, session: SessionDep, indexes: IndexesDep, runtime: RuntimeDep, viewer: PublicDep
+    body: MatchRequest, session: ReadSessionDep, indexes: IndexesDep, runtime: RuntimeDep, viewer: PublicDep
 ) -> MatchResponse:
     """Rank published achievements (or needs) for a text, with reasons."""
     hits = match_text(

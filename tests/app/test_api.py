@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.runtime import Runtime
 from tests.app.conftest import STAFF
 
 ACHIEVEMENTS = [
@@ -86,6 +89,28 @@ def test_match_ranks_the_relevant_achievement_first_with_reasons(client: TestCli
     assert results[0]["external_id"] == "a-li"
     assert results[0]["score"] >= results[-1]["score"]
     assert results[0]["reasons"], "each hit explains itself"
+
+
+def test_match_reads_while_another_process_holds_the_sqlite_write_lock(
+    client: TestClient, runtime: Runtime, seeded: dict[str, int]
+) -> None:
+    """POST /match only reads: it must not queue for SQLite's one write lock (it did, as a writer session, so
+    concurrent matches waited for each other and for every write, up to busy_timeout and then a 500)."""
+    url = runtime.settings.database_url
+    if not url.startswith("sqlite"):
+        pytest.skip("SQLite's write lock; PostgreSQL readers never wait for writers")
+    other = sqlite3.connect(url.split("///", 1)[1], timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process mid-write (an ingest, a write request)
+        t0 = time.monotonic()
+        r = client.post("/api/v1/match", json={"text": "锂电池起火爆炸的安全防护", "k": 3})
+        waited = time.monotonic() - t0
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["external_id"] == "a-li"
+        assert waited < 5, f"the match waited {waited:.1f} s for the write lock"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def test_traditional_query_matches_simplified_text(client: TestClient, seeded: dict[str, int]) -> None:
