@@ -10,9 +10,13 @@ applied up to the feed's last seq, so `techmatch serve` starts on it with nothin
 - the floor in the same run: `GET /healthz` round trips (HTTP + JSON, no search) and, in this process on the same
   index files, the BM25-only search (no embedding, no dense list), with MaxScore pruning and without it;
 - 8 concurrent keep-alive clients for --duration s: requests/s, p50 / p95, and every non-200 counted;
-- each of these once per server size in --workers (`techmatch serve --workers N`, N processes on one port).
+- each of these once per server size in --workers (`techmatch serve --workers N`, N processes on one port) and
+  per --query-threads (TECHMATCH_QUERY_THREADS: a query's three lists side by side, or 1: one after another);
+- in process, on the same index files: the hybrid search (the query embedded inside each call) with each
+  --query-threads, queries interleaved, and the BM25-only floor.
 
     .venv/bin/python -m benchmarks.http_match [--sizes 100000] [--queries 100] [--duration 30] [--workers 1 2]
+                                              [--query-threads 2 1]
 """
 
 from __future__ import annotations
@@ -138,6 +142,9 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the DB and index folder for a later --reuse")
     ap.add_argument("--reuse", type=Path, help="a folder kept by an earlier run of the same size (no build)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes, one run each")
+    ap.add_argument(
+        "--query-threads", type=int, nargs="+", default=[2, 1], help="TECHMATCH_QUERY_THREADS, one run each"
+    )
     args = ap.parse_args()
 
     settings = get_settings()
@@ -160,7 +167,8 @@ def main() -> None:
             token = secrets.token_hex(16)
             env = server_env(folder, url, token)
             served: list[str] = []
-            for workers in args.workers:
+            for workers, threads in [(w, t) for w in args.workers for t in args.query_threads]:
+                env["TECHMATCH_QUERY_THREADS"] = str(threads)
                 with server(env, folder / "server.log", workers=workers) as (base_url, _proc, ready_s):
                     with httpx.Client(trust_env=False, timeout=60) as c:
                         for q in queries[:5]:
@@ -168,11 +176,12 @@ def main() -> None:
                         one = [timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10}) for q in queries]
                         hz = [timed(c, "GET", f"{base_url}/healthz") for _ in range(100)]
                     lat, errors, wall = concurrent(base_url, queries, args.clients, args.duration)
+                how = f"{workers} worker(s), query threads {threads}"
                 served += [
-                    f"{size:>8} docs, {workers} worker(s): server ready in {ready_s:.1f} s",
-                    line(size, f"match, 1 client, {workers} worker(s)", one),
+                    f"{size:>8} docs, {how}: server ready in {ready_s:.1f} s",
+                    line(size, f"match, 1 client, {how}", one),
                     line(size, "GET /healthz (HTTP floor)", hz),
-                    f"{size:>8} match, {args.clients} clients, {args.duration:.0f} s, {workers} worker(s): "
+                    f"{size:>8} match, {args.clients} clients, {args.duration:.0f} s, {how}: "
                     f"{len(lat) / wall:6.1f} QPS, p50 {percentile(lat, 50):.1f} ms, p95 {percentile(lat, 95):.1f} ms, "
                     f"{len(errors)} errors" + (f" (first: {errors[0]})" if errors else ""),
                 ]
@@ -181,12 +190,24 @@ def main() -> None:
                 embedder=real,
                 **(tuning_from_settings(settings) | engine_tuning(settings)),
             )
+            hybrid: dict[int, list[float]] = {threads: [] for threads in args.query_threads}
+            for q in queries[:5]:
+                index.search(q, k=10)
+            for q in queries:  # interleaved, so both settings meet the same machine
+                for threads in args.query_threads:
+                    index.query_threads = threads
+                    t0 = time.perf_counter()
+                    index.search(q, k=10)
+                    hybrid[threads].append((time.perf_counter() - t0) * 1000)
             index.embedder = None  # the same index, words and bigrams only: the floor
+            index.query_threads = 1
             bm25 = time_queries(index, queries)
             index.bm25_pruning = True  # MaxScore pruning, for comparison (not the default: slower as measured)
             bm25_all = time_queries(index, queries)
             index.close()
             print("\n".join(served))
+            for threads, values in hybrid.items():
+                print(line(size, f"hybrid search (in process), query threads {threads}", values))
             print(line(size, "BM25-only search (in process)", bm25))
             print(line(size, "  same, MaxScore pruning", bm25_all))
         finally:

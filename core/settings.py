@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     encoder_adapted: bool = False
     # ONNX Runtime threads per encoder pass; 0 = one per physical core.
     encoder_threads: int = Field(default=0, ge=0)
+    # Threads one query's three lists (BM25 words, BM25 bigrams, encoder + dense) run on side by side, in each
+    # process (segment engines); 1 runs them one after another.
+    query_threads: int = Field(default=2, ge=1)
     # Shared data folder (real corpora for demo, eval and benchmarks); absent on a fresh clone elsewhere.
     shared_data_dir: Path = REPO_ROOT.parent / "shared" / "data"
 

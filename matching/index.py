@@ -903,7 +903,11 @@ def engine_tuning(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of the chosen engine beyond the ranking knobs."""
     if settings.index_engine == "generations":
         return {}
-    tuning: dict[str, Any] = {"max_segments": settings.index_max_segments, "merge_factor": settings.index_merge_factor}
+    tuning: dict[str, Any] = {
+        "max_segments": settings.index_max_segments,
+        "merge_factor": settings.index_merge_factor,
+        "query_threads": settings.query_threads,
+    }
     if settings.index_engine == "pgvector":
         url = settings.vector_database_url or settings.resolved_database_url
         if not url.startswith("postgresql"):

@@ -21,6 +21,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class SegmentIndex:
         hnsw_ef_construction: int = 80,
         bm25_pruning: bool = False,
         reranker: LinearRanker | None = None,
+        query_threads: int = 2,
         **_engine_tuning: Any,  # knobs of the generation index only (its stale-graph rebuild fraction)
     ) -> None:
         self.embedder = embedder
@@ -129,6 +131,12 @@ class SegmentIndex:
         # (benchmarks/live_index.py, 2026-12-03) it is slower than scoring every posting at 10k, 100k and 1M
         # (BM25 p50 86 against 52 ms at 1M): off by default until block-max bounds make it pay.
         self.bm25_pruning = bm25_pruning
+        # A query's three lists (BM25 over words, over bigrams, and the dense list with the query's encoder pass)
+        # are independent and their kernels release the GIL (numba, FAISS, ONNX Runtime), so up to query_threads
+        # of them run at once: one in the searching thread, the others in a small pool this index owns.
+        self.query_threads = max(1, query_threads)
+        self._lanes: ThreadPoolExecutor | None = None
+        self._lanes_lock = threading.Lock()
         self.segmenter = segmenter or default_segmenter()
         self.max_segments = max(2, max_segments)
         self.merge_factor = max(2, merge_factor)
@@ -508,9 +516,13 @@ class SegmentIndex:
         return True
 
     def close(self) -> None:
-        """Stop the merge thread."""
+        """Stop the merge thread (and the query lanes)."""
         self._closed = True
         self._merge_wanted.set()
+        with self._lanes_lock:
+            if self._lanes is not None:
+                self._lanes.shutdown(wait=False)
+                self._lanes = None
 
     # --- search -----------------------------------------------------------------------------------------------------
 
@@ -537,11 +549,17 @@ class SegmentIndex:
         if k <= 0 or not self._where:
             return []
         query = self.analyse(text)
-        vector = self.embed_queries([query])[0] if self.embedder is not None else None
         state = self._state  # one consistent version for the whole query, however writes and merges go on
         idf: dict[str, dict[str, float]] = {}
         cands = self._candidates(
-            state, query, k=k, filters=filters, exclude_ids=exclude_ids, within=within, qvec=vector, idf=idf
+            state,
+            query,
+            k=k,
+            filters=filters,
+            exclude_ids=exclude_ids,
+            within=within,
+            qvec=self._encoder(query),
+            idf=idf,
         )
         if cands is None or len(cands) == 0:
             return []
@@ -562,10 +580,9 @@ class SegmentIndex:
         query_vector: np.ndarray | None = None,
     ) -> Candidates | None:
         """Each list's top candidates and all three raw scores for their union (fusion is separate: eval tunes it)."""
-        if self.embedder is not None and query_vector is None:
-            query_vector = self.embed_queries([query])[0]
+        qvec = self._encoder(query) if query_vector is None else query_vector
         return self._candidates(
-            self._state, query, k=k, filters=filters, exclude_ids=exclude_ids, within=within, qvec=query_vector
+            self._state, query, k=k, filters=filters, exclude_ids=exclude_ids, within=within, qvec=qvec
         )
 
     def doc_id(self, position: int) -> int:
@@ -583,10 +600,13 @@ class SegmentIndex:
         filters: Mapping[str, str] | None,
         exclude_ids: Collection[int],
         within: Collection[int] | None,
-        qvec: np.ndarray | None,
+        qvec: np.ndarray | Callable[[], np.ndarray] | None,
         idf: dict[str, dict[str, float]] | None = None,
     ) -> Candidates | None:
-        """Candidates of one state; fills idf (when given) with each field's idf of the query's matched terms."""
+        """Candidates of one state; fills idf (when given) with each field's idf of the query's matched terms.
+
+        `qvec` is the query vector, or a call that encodes it (run in the dense list's lane, beside BM25).
+        """
         idf = {} if idf is None else idf
         if k <= 0 or state.n_alive == 0:
             return None
@@ -594,16 +614,25 @@ class SegmentIndex:
         if not mask.any():
             return None
         depth = max(self.candidate_depth, k)
-        lexical = {
-            field: self._bm25(state, field, tokens, depth, mask)
-            for field, tokens in (("words", query.words), ("chars", query.chars))
-        }
+        tasks: dict[str, Callable[[], Any]] = {}
+        if self.embedder is not None and qvec is not None:
+            vector = qvec
+
+            def dense() -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+                q = vector() if callable(vector) else vector
+                return self._dense(state, np.asarray(q, dtype=np.float32), depth, mask)
+
+            tasks["dense"] = dense
+        tasks["words"] = lambda: self._bm25(state, "words", query.words, depth, mask)
+        tasks["chars"] = lambda: self._bm25(state, "chars", query.chars, depth, mask)
+        done = self._run_lanes(tasks)
+        lexical: dict[str, LexicalResult] = {field: done[field] for field in ("words", "chars")}
         for field, result in lexical.items():
             idf[field] = result.idf
         lists = {field: result.top for field, result in lexical.items()}
         dense_of = None
-        if self.embedder is not None and qvec is not None:
-            lists["dense"], dense_of = self._dense(state, np.asarray(qvec, dtype=np.float32), depth, mask)
+        if "dense" in done:
+            lists["dense"], dense_of = done["dense"]
         union = np.unique(np.concatenate(list(lists.values())))
         raw = {field: result.exact(union) for field, result in lexical.items()}
         if dense_of is not None:
@@ -617,6 +646,47 @@ class SegmentIndex:
             cands.ranks[signal] = ranks
             cands.top[signal] = raw[signal][[where[int(p)] for p in top_list]] if len(top_list) else np.zeros(0)
         return cands
+
+    def _encoder(self, query: QueryAnalysis) -> Callable[[], np.ndarray] | None:
+        """The call that encodes this query (None without an embedder)."""
+        if self.embedder is None:
+            return None
+        return lambda: self.embed_queries([query])[0]
+
+    def _run_lanes(self, tasks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+        """Every task's result, the tasks run side by side: all but the last are offered to the lanes (a pool of
+        query_threads - 1 threads), the last runs here, and then this thread takes back any offered task that no lane
+        has started yet (lanes busy with other queries never leave this one waiting). A task's exception is raised
+        here once no lane is still working on this query."""
+        names = list(tasks)
+        if self.query_threads <= 1 or len(names) <= 1:
+            return {name: tasks[name]() for name in names}
+        lanes = self._lanes
+        if lanes is None:
+            with self._lanes_lock:
+                if self._lanes is None:
+                    self._lanes = ThreadPoolExecutor(self.query_threads - 1, thread_name_prefix="query-lane")
+                lanes = self._lanes
+        offered: dict[str, Future[Any]] = {name: lanes.submit(tasks[name]) for name in names[:-1]}
+        results: dict[str, Any] = {}
+        failure: BaseException | None = None
+        for name in [names[-1], *reversed(names[:-1])]:
+            if name in offered and not offered[name].cancel():
+                continue  # a lane has it
+            try:
+                results[name] = tasks[name]()
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the lanes are done with this query
+                failure = failure or exc
+        for name, future in offered.items():
+            if name in results or future.cancelled():
+                continue
+            try:
+                results[name] = future.result()
+            except BaseException as exc:  # noqa: BLE001
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return results
 
     def _dense(
         self, state: _State, q: np.ndarray, depth: int, mask: np.ndarray

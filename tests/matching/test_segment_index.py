@@ -8,9 +8,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from matching.embedding import Embedder
 from matching.index import Document, HybridIndex
@@ -203,3 +205,39 @@ def test_tiered_merges_rewrite_each_document_a_logarithmic_number_of_times(tmp_p
     assert 0 < index.rows_merged <= 4 * n, index.rows_merged
     assert index.segment_count <= 3 * 4, "at most merge_factor - 1 segments per tier"
     assert len(index) == n and index.search("锂电池隔膜", k=1)
+
+
+class _ThreadRecordingEmbedder(CountingEmbedder):
+    """The real embedder, noting which thread encodes each query (and failing on demand)."""
+
+    def __init__(self, inner: Embedder) -> None:
+        super().__init__(inner)
+        self.threads: list[str] = []
+        self.fail = False
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        if self.fail:
+            raise RuntimeError("encoder down")
+        return super().encode_queries(texts)
+
+
+def test_a_querys_lists_run_side_by_side_and_rank_as_one_after_another(embedder: Embedder) -> None:
+    recording = _ThreadRecordingEmbedder(embedder)
+    side_by_side = SegmentIndex.in_memory(embedder=recording, query_threads=2)
+    in_turn = SegmentIndex.in_memory(embedder=embedder, query_threads=1)
+    for index in (side_by_side, in_turn):
+        index.sync(_docs(300), seq=1)
+    queries = ["锂电池隔膜的改进", "海参育苗技术", "碳纤维风电叶片", "污泥干化", "第17项"]
+    for query in queries:
+        a, b = side_by_side.search(query, k=10), in_turn.search(query, k=10)
+        assert [(h.id, h.score, h.reasons) for h in a] == [(h.id, h.score, h.reasons) for h in b], query
+        assert a, query
+    assert any(name.startswith("query-lane") for name in recording.threads), recording.threads
+
+    recording.fail = True  # a lane's failure reaches the caller, and the index goes on answering afterwards
+    with pytest.raises(RuntimeError, match="encoder down"):
+        side_by_side.search("海参育苗技术", k=5)
+    recording.fail = False
+    assert side_by_side.search("海参育苗技术", k=5)[0].id == in_turn.search("海参育苗技术", k=5)[0].id
+    side_by_side.close()
