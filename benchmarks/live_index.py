@@ -4,7 +4,8 @@ For each size, the segment index (the served engine) is built on disk, then time
 - one write: `apply()` of one new real document, its passage embedded by the real model inside the timed call,
   until a search finds it (what `POST /api/v1/achievements` → `searchable: true` costs the index);
 - queries: real CCF need texts, the query embedded by the real model inside each timed search, ordered by the fusion
-  and by the learned re-ranker (over the same candidates); BM25-only beside it,
+  and by the learned re-ranker (over the same candidates), the query's three lists side by side (the default) and
+  one after another (query_threads 1); BM25-only beside it,
   with every posting scored (the default) and with MaxScore pruning (slower as measured: not the default);
 - reopen: `SegmentIndex.open` of the folder (what a restart or a reader's reload costs), its size on disk, RSS.
 The baseline in the same run is the generation engine (HybridIndex), which rewrites every file on every write.
@@ -278,6 +279,7 @@ def main() -> None:
             variants: dict[str, dict] = {
                 "query (hybrid, fusion)": {"reranker": None},
                 "query (hybrid, re-ranked)": {"reranker": reranker},
+                "query (re-ranked, lists in turn)": {"reranker": reranker, "query_threads": 1},
                 "query (BM25 only)": {"embedder": None, "bm25_pruning": False},
                 "query (BM25, MaxScore)": {"embedder": None, "bm25_pruning": True},
             }
