@@ -240,7 +240,7 @@ def _scatter(out, base, docs, tfs, lengths, starts, ends, weights, k1, b, avgdl)
         w = weights[t]
         for j in range(starts[t], ends[t]):
             d = docs[j]
-            tf = tfs[j]
+            tf = np.float32(tfs[j])
             out[base + d] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
 
 
@@ -258,7 +258,7 @@ def _lookup(local, docs, tfs, lengths, starts, ends, weights, k1, b, avgdl):  # 
             if j >= end:
                 break
             if docs[j] == d:
-                tf = tfs[j]
+                tf = np.float32(tfs[j])
                 out[i] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
     return out
 
@@ -300,7 +300,7 @@ def _refine(local, part, still, docs, tfs, lengths, starts, ends, weights, after
             d = local[i]
             j = _seek(docs, j, end, d)
             if j < end and docs[j] == d:
-                tf = tfs[j]
+                tf = np.float32(tfs[j])
                 part[i] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
             if part[i] + after[t] < theta:
                 still[i] = False
@@ -389,15 +389,24 @@ def _dead_in(docs, starts, ends, dead):  # type: ignore[no-untyped-def]
 
 def warm_up() -> None:
     """Load (or compile, the first time on a machine) the kernels, so a process's first query does not pay for it."""
-    docs = np.array([0, 1], dtype=np.int32)
-    tfs = np.ones(2, dtype=np.float32)
-    lengths = np.ones(2, dtype=np.float32)
     span = (np.array([0], dtype=np.int64), np.array([2], dtype=np.int64), np.ones(1, dtype=np.float32))
     f = np.float32(1.0)
-    _scatter(np.zeros(2), 0, docs, tfs, lengths, *span, f, f, f)
-    _lookup(docs, docs, tfs, lengths, *span, f, f, f)
-    _refine(docs, np.zeros(2), np.ones(2, dtype=np.bool_), docs, tfs, lengths, *span, np.zeros(1), 0.0, f, f, f)
-    _dead_in(docs, span[0], span[1], docs)
+    # Term frequencies come as uint8 (most segments), uint16 or float32 (older files), and mapped segments are
+    # read-only: numba compiles each combination apart, so each is loaded here.
+    for dtype in (np.uint8, np.uint16, np.float32):
+        for writable in (True, False):
+            docs = np.array([0, 1], dtype=np.int32)
+            tfs = np.ones(2, dtype=dtype)
+            lengths = np.ones(2, dtype=np.float32)
+            for arr in (docs, tfs, lengths):
+                arr.setflags(write=writable)
+            _scatter(np.zeros(2), 0, docs, tfs, lengths, *span, f, f, f)
+            local = np.array([0, 1], dtype=np.int32)  # computed per query: always writable
+            _lookup(local, docs, tfs, lengths, *span, f, f, f)
+            _refine(
+                local, np.zeros(2), np.ones(2, dtype=np.bool_), docs, tfs, lengths, *span, np.zeros(1), 0.0, f, f, f
+            )
+            _dead_in(docs, span[0], span[1], local)
     _top_positive(np.ones(2), np.ones(2, dtype=np.bool_), np.zeros(2, dtype=np.int64), 1)
 
 

@@ -241,3 +241,30 @@ def test_a_querys_lists_run_side_by_side_and_rank_as_one_after_another(embedder:
     recording.fail = False
     assert side_by_side.search("海参育苗技术", k=5)[0].id == in_turn.search("海参育苗技术", k=5)[0].id
     side_by_side.close()
+
+
+def test_term_frequencies_are_stored_in_the_narrowest_exact_type_and_older_float_files_score_alike(
+    tmp_path: Path,
+) -> None:
+    assert Postings.build([["隔膜"] * 3, ["海参"]]).tfs.dtype == np.uint8
+    heavy = Postings.build([["隔膜"] * 300, ["隔膜"]])
+    assert heavy.tfs.dtype == np.uint16 and sorted(heavy.tfs.tolist()) == [1, 300], "a tf over 255 is kept exactly"
+
+    docs = [*_docs(120), Document(id=999, title="隔膜涂覆", body="隔膜" * 300)]
+    index = SegmentIndex.open(tmp_path / "ix", embedder=None, merge_in_background=False)
+    index.sync(docs, seq=1)
+    queries = ["锂电池隔膜", "海参育苗", "隔膜涂覆", "风电叶片碳纤维"]
+    compact = {q: [(h.id, h.score) for h in index.search(q, k=20)] for q in queries}
+    assert compact["隔膜涂覆"][0][0] == 999
+    index.close()
+    # Segments as written before term frequencies were compacted: the same postings with float32 frequencies.
+    for path in (tmp_path / "ix").glob("seg-*.seg"):
+        seg = Segment.open(path)
+        assert all(p.tfs.dtype.kind == "u" for p in seg.fields.values())
+        for name, p in list(seg.fields.items()):
+            seg.fields[name] = Postings(p.vocab, p.offsets, p.docs, np.asarray(p.tfs, dtype=np.float32), p.lengths)
+        seg.write(path)
+    older = SegmentIndex.open(tmp_path / "ix", embedder=None, merge_in_background=False)
+    assert all(p.tfs.dtype == np.float32 for seg in older._state.segments for p in seg.fields.values())
+    assert {q: [(h.id, h.score) for h in older.search(q, k=20)] for q in queries} == compact
+    older.close()
