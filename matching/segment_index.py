@@ -659,7 +659,7 @@ class SegmentIndex:
         has started yet (lanes busy with other queries never leave this one waiting). A task's exception is raised
         here once no lane is still working on this query."""
         names = list(tasks)
-        if self.query_threads <= 1 or len(names) <= 1:
+        if self.query_threads <= 1 or len(names) <= 1 or self._closed:
             return {name: tasks[name]() for name in names}
         lanes = self._lanes
         if lanes is None:
@@ -667,7 +667,12 @@ class SegmentIndex:
                 if self._lanes is None:
                     self._lanes = ThreadPoolExecutor(self.query_threads - 1, thread_name_prefix="query-lane")
                 lanes = self._lanes
-        offered: dict[str, Future[Any]] = {name: lanes.submit(tasks[name]) for name in names[:-1]}
+        offered: dict[str, Future[Any]] = {}
+        for name in names[:-1]:
+            try:
+                offered[name] = lanes.submit(tasks[name])
+            except RuntimeError:  # the index closed its lanes while this query ran: the rest runs here
+                break
         results: dict[str, Any] = {}
         failure: BaseException | None = None
         for name in [names[-1], *reversed(names[:-1])]:

@@ -240,7 +240,14 @@ def test_a_querys_lists_run_side_by_side_and_rank_as_one_after_another(embedder:
         side_by_side.search("海参育苗技术", k=5)
     recording.fail = False
     assert side_by_side.search("海参育苗技术", k=5)[0].id == in_turn.search("海参育苗技术", k=5)[0].id
+
+    # A search still running when its index closes (a process shutting down) finishes in its own thread.
+    lanes = side_by_side._lanes
     side_by_side.close()
+    assert lanes is not None and side_by_side._lanes is None
+    closed = [(h.id, h.score) for h in side_by_side.search("碳纤维风电叶片", k=10)]
+    assert closed == [(h.id, h.score) for h in in_turn.search("碳纤维风电叶片", k=10)]
+    assert side_by_side._lanes is None, "a closed index starts no new lanes"
 
 
 def test_term_frequencies_are_stored_in_the_narrowest_exact_type_and_older_float_files_score_alike(
