@@ -91,8 +91,9 @@ def _time_writes(index: object, fresh: list[Document]) -> tuple[list[float], lis
     out, applied = [], []
     for doc in fresh:
         t0 = time.perf_counter()
-        index.apply([doc], [], seq=doc.id)  # type: ignore[attr-defined]
+        report = index.apply([doc], [], seq=doc.id)  # type: ignore[attr-defined]
         t1 = time.perf_counter()
+        assert report.added == 1, "a timed write must add a document, not be an unchanged no-op"
         hits = index.search(doc.title, k=3)  # type: ignore[attr-defined]
         out.append((time.perf_counter() - t0) * 1000)
         applied.append((t1 - t0) * 1000)
@@ -246,8 +247,10 @@ def main() -> None:
     try:
         for n_i, size in enumerate(args.sizes):
             folder = Path(tempfile.mkdtemp(prefix=f"live-{size}-"))
+            # New ids at every size: a larger index replicated from a smaller one already holds that size's timed
+            # writes, and writing them again would be an unchanged no-op (as the 1M writes were until 2026-12-06).
             fresh = [
-                Document(id=50_000_000 + j, title=d["title"], body=d["abstract"], content_hash=f"w{j}")
+                Document(id=1_000_000_000 * (n_i + 1) + j, title=d["title"], body=d["abstract"], content_hash=f"w{j}")
                 for j, d in enumerate(writes_src)
             ]
             sources = [s for s in built if s <= args.replicate_above and size % s == 0]
