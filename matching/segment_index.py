@@ -113,6 +113,7 @@ class SegmentIndex:
         bm25_pruning: bool = False,
         reranker: LinearRanker | None = None,
         query_threads: int = 2,
+        lean_pages: bool = True,
         **_engine_tuning: Any,  # knobs of the generation index only (its stale-graph rebuild fraction)
     ) -> None:
         self.embedder = embedder
@@ -148,6 +149,11 @@ class SegmentIndex:
         self.hnsw_ef_search = hnsw_ef_search
         self.hnsw_ef_construction = hnsw_ef_construction
         self._graphs: dict[str, Any] = {}  # segment name → its HNSW graph (faiss), where it has one
+        # Map only what searches read (False: the baseline benchmarks/index_memory.py compares against): a segment
+        # with a graph has its vectors twice (its file and the graph's flat copy); searches walk the graph's copy,
+        # so the exact scores of candidates are read from it too, not from a second set of pages; and vectors,
+        # stored rows and graph copies are advised random access (see Segment.open).
+        self.lean_pages = lean_pages
         # Served indexes merge in a thread; in-memory ones (evaluation, tests) merge inline, deterministically.
         self.merge_in_background = (path is not None) if merge_in_background is None else merge_in_background
         self._state = _State()
@@ -386,7 +392,7 @@ class SegmentIndex:
         with self._lock:
             self._unreferenced.add(segment.name)  # not yet in a commit: garbage collection must leave it
         segment.write(file)
-        return Segment.open(file)
+        return Segment.open(file, random_access=self.lean_pages)
 
     # --- vector graphs ----------------------------------------------------------------------------------------------
 
@@ -422,6 +428,10 @@ class SegmentIndex:
             graph = faiss.read_index(str(file), faiss.IO_FLAG_MMAP_IFC)
         except RuntimeError:
             graph = faiss.read_index(str(file))
+        else:
+            flat = _graph_vectors(graph)
+            if self.lean_pages and flat is not None and flat.size:
+                _advise_random(flat)
         with self._lock:
             self._graphs[name] = graph
 
@@ -704,13 +714,18 @@ class SegmentIndex:
         """
         graphs = self._graphs
         found_pos, found_score = [], []
+        vectors: list[Any] = []  # each segment's vectors for exact scores (the graph's copy where it has one)
         for seg, base in zip(state.segments, state.bases, strict=False):
+            graph = graphs.get(seg.name)
+            flat = _graph_vectors(graph) if self.lean_pages and graph is not None else None
+            # The graph stays referenced beside its copy's view for as long as exact() may read it.
+            same = flat is not None and flat.shape == (len(seg), self.local_dim)
+            vectors.append((graph, flat) if same else (None, seg.vectors))
             lo, n = int(base), len(seg)
             allowed = mask[lo : lo + n]
             count = int(allowed.sum())
             if count == 0:
                 continue
-            graph = graphs.get(seg.name)
             if graph is None or count < 0.2 * n or count <= 4 * depth:
                 if count > n // 4 and count > 2 * depth + 64:
                     rows, scores = shortlist(seg.codes(), seg.vectors, q, allowed, depth)
@@ -744,7 +759,7 @@ class SegmentIndex:
             for k in np.unique(segment_of).tolist():
                 at = np.flatnonzero(segment_of == k)
                 local = wanted[at] - int(state.bases[k])
-                out[at] = np.asarray(state.segments[k].vectors)[local] @ q
+                out[at] = np.asarray(vectors[k][1])[local] @ q
             return out
 
         return top, exact
@@ -960,7 +975,10 @@ class SegmentIndex:
         mapped = {s.name: s for s in self._state.segments}
         segments, alive = [], []
         for spec in body["segments"]:
-            seg = mapped.get(spec["name"]) or Segment.open(self.path / f"{spec['name']}.seg")  # type: ignore[operator]
+            seg = mapped.get(spec["name"]) or Segment.open(
+                self.path / f"{spec['name']}.seg",  # type: ignore[operator]
+                random_access=self.lean_pages,
+            )
             self._open_graph(spec["name"])
             segments.append(seg)
             alive.append(_unpack_dead(spec["dead"], len(seg)))
@@ -1004,6 +1022,29 @@ class SegmentIndex:
             with self._lock:
                 self._state = new_state
                 self._where = {int(d): (segment.name, i) for i, d in enumerate(segment.ids.tolist())}
+
+
+def _graph_vectors(graph: Any) -> np.ndarray | None:
+    """The flat fp32 copy an HNSW graph holds of its segment's vectors (row i is the segment's row i), as a view of
+    the graph's memory (or mapping), or None for a graph that stores them otherwise."""
+    import faiss
+
+    storage = faiss.downcast_index(graph.storage) if hasattr(graph, "storage") else None
+    if not isinstance(storage, faiss.IndexFlat) or storage.ntotal == 0:
+        return None
+    return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+
+
+def _advise_random(view: np.ndarray) -> None:
+    """MADV_RANDOM over the pages of a mapped array (no read-ahead around what a search touches)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    address = view.ctypes.data
+    first = address // mmap.PAGESIZE * mmap.PAGESIZE
+    libc.madvise(first, address + view.nbytes - first, mmap.MADV_RANDOM)
 
 
 def _top(

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from matching import segment_index
 from matching.embedding import Embedder
 from matching.index import Document, HybridIndex
 from matching.segment_index import SegmentIndex
@@ -184,6 +185,23 @@ def test_a_large_merged_segment_gets_a_saved_graph_that_ranks_like_the_exact_sca
             got = index.search(query, k=5, **kwargs)
             assert [h.id for h in got] == [h.id for h in want], query
             assert [h.reasons["scores"]["dense"] for h in got] == [h.reasons["scores"]["dense"] for h in want]
+    # Exact dense scores are read from the graph's own copy of the vectors (the pages its searches already map),
+    # which holds the segment's vectors bit for bit: the same answers as reading the segment's copy.
+    seg = reopened._state.segments[0]
+    flat = segment_index._graph_vectors(reopened._graphs[seg.name])
+    assert flat is not None and np.array_equal(flat, np.asarray(seg.vectors))
+    two_copies = SegmentIndex.open(tmp_path / "ix", embedder=embedder, lean_pages=False, **tuning)
+    for query, kwargs in queries:
+        got = [(h.id, h.score, h.reasons) for h in reopened.search(query, k=5, **kwargs)]
+        assert got == [(h.id, h.score, h.reasons) for h in two_copies.search(query, k=5, **kwargs)], query
+    two_copies.close()
+    seg.vectors = np.full(seg.vectors.shape, np.nan, dtype=np.float32)  # the segment's copy is not read at all
+    for query, kwargs in queries:
+        want = exact.search(query, k=5, **kwargs)
+        got = reopened.search(query, k=5, **kwargs)
+        assert [(h.id, h.reasons["scores"]["dense"]) for h in got] == [
+            (h.id, h.reasons["scores"]["dense"]) for h in want
+        ], query
     gone = [h.id for h in graphed.search("锂电池隔膜", k=3)]
     graphed.remove(gone)
     exact.remove(gone)
