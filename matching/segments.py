@@ -263,9 +263,9 @@ class Segment:
         """Map a segment file (read-only; arrays are views into the mapping).
 
         With `random_access`, the kernel is told that the vectors and stored rows are read a row at a time
-        (MADV_RANDOM): no read-ahead around a row, so a cold start maps the pages searches read, not their
-        neighbourhood (measured at 1M: RSS after 20 queries 4.3 → 3.1 GB from a cold page cache). Postings and the
-        int8 copies are scanned in order and keep the default.
+        (MADV_RANDOM): no read-ahead around a row, so after a cold start the pages searches read are mapped, not
+        their neighbourhood (benchmarks/index_memory.py). Postings and the int8 copies are scanned in order and keep
+        the default.
         """
         with path.open("rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
