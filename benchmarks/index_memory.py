@@ -3,8 +3,7 @@
 A fresh process opens the index folder (the model loaded first), answers 20 real CCF need queries, and reports its
 RSS: anonymous memory and mapped index file pages. Each setting runs in its own process:
 - `lean_pages` (the default) against the baseline `lean_pages=False`, which reads exact dense scores from the
-  segment's copy of the vectors (a second set of pages beside the HNSW graph's copy) and leaves kernel read-ahead
-  on everywhere;
+  segment's copy of the vectors (a second set of pages beside the HNSW graph's copy);
 - page cache warm (every index file read just before: a restart on a machine that has been serving) and, when run
   as root, cold (page cache dropped first: a restart after a reboot).
 

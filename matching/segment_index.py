@@ -151,8 +151,7 @@ class SegmentIndex:
         self._graphs: dict[str, Any] = {}  # segment name → its HNSW graph (faiss), where it has one
         # Map only what searches read (False: the baseline benchmarks/index_memory.py compares against): a segment
         # with a graph has its vectors twice (its file and the graph's flat copy); searches walk the graph's copy,
-        # so the exact scores of candidates are read from it too, not from a second set of pages; and vectors,
-        # stored rows and graph copies are advised random access (see Segment.open).
+        # so the exact scores of its candidates are read from it too, not from a second set of pages.
         self.lean_pages = lean_pages
         # Served indexes merge in a thread; in-memory ones (evaluation, tests) merge inline, deterministically.
         self.merge_in_background = (path is not None) if merge_in_background is None else merge_in_background
@@ -392,7 +391,7 @@ class SegmentIndex:
         with self._lock:
             self._unreferenced.add(segment.name)  # not yet in a commit: garbage collection must leave it
         segment.write(file)
-        return Segment.open(file, random_access=self.lean_pages)
+        return Segment.open(file)
 
     # --- vector graphs ----------------------------------------------------------------------------------------------
 
@@ -428,10 +427,6 @@ class SegmentIndex:
             graph = faiss.read_index(str(file), faiss.IO_FLAG_MMAP_IFC)
         except RuntimeError:
             graph = faiss.read_index(str(file))
-        else:
-            flat = _graph_vectors(graph)
-            if self.lean_pages and flat is not None and flat.size:
-                _advise_random(flat)
         with self._lock:
             self._graphs[name] = graph
 
@@ -975,10 +970,7 @@ class SegmentIndex:
         mapped = {s.name: s for s in self._state.segments}
         segments, alive = [], []
         for spec in body["segments"]:
-            seg = mapped.get(spec["name"]) or Segment.open(
-                self.path / f"{spec['name']}.seg",  # type: ignore[operator]
-                random_access=self.lean_pages,
-            )
+            seg = mapped.get(spec["name"]) or Segment.open(self.path / f"{spec['name']}.seg")  # type: ignore[operator]
             self._open_graph(spec["name"])
             segments.append(seg)
             alive.append(_unpack_dead(spec["dead"], len(seg)))
@@ -1033,18 +1025,6 @@ def _graph_vectors(graph: Any) -> np.ndarray | None:
     if not isinstance(storage, faiss.IndexFlat) or storage.ntotal == 0:
         return None
     return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
-
-
-def _advise_random(view: np.ndarray) -> None:
-    """MADV_RANDOM over the pages of a mapped array (no read-ahead around what a search touches)."""
-    import ctypes
-    import mmap
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    address = view.ctypes.data
-    first = address // mmap.PAGESIZE * mmap.PAGESIZE
-    libc.madvise(first, address + view.nbytes - first, mmap.MADV_RANDOM)
 
 
 def _top(

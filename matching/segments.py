@@ -25,7 +25,6 @@ FIELDS = ("words", "chars")
 _MAGIC = b"TMSEG001"
 _CODES_LOCK = threading.Lock()  # concurrent first queries on an older segment would each quantise it
 _ALIGN = 64
-_RANDOM_ACCESS = ("vectors", "blob")  # arrays read a row at a time (see Segment.open)
 # Terms are stored in fixed-width numpy unicode arrays (binary-searchable, mmap-able); a longer token (a long Latin
 # string, a number) is cut to this many characters on both the document and the query side.
 MAX_TERM = 32
@@ -259,14 +258,8 @@ class Segment:
         os.replace(tmp, path)
 
     @classmethod
-    def open(cls, path: Path, *, random_access: bool = True) -> Segment:
-        """Map a segment file (read-only; arrays are views into the mapping).
-
-        With `random_access`, the kernel is told that the vectors and stored rows are read a row at a time
-        (MADV_RANDOM): no read-ahead around a row, so after a cold start the pages searches read are mapped, not
-        their neighbourhood (benchmarks/index_memory.py). Postings and the int8 copies are scanned in order and keep
-        the default.
-        """
+    def open(cls, path: Path) -> Segment:
+        """Map a segment file (read-only; arrays are views into the mapping)."""
         with path.open("rb") as handle:
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         if mapped[: len(_MAGIC)] != _MAGIC:
@@ -280,9 +273,6 @@ class Segment:
             count = int(np.prod(spec["shape"])) if spec["shape"] else 1
             arr = np.frombuffer(mapped, dtype=dtype, count=count, offset=start + spec["offset"])
             arrays[key] = arr.reshape(spec["shape"])
-            if random_access and key in _RANDOM_ACCESS and arr.nbytes:
-                first = (start + spec["offset"]) // mmap.PAGESIZE * mmap.PAGESIZE
-                mapped.madvise(mmap.MADV_RANDOM, first, start + spec["offset"] + arr.nbytes - first)
         fields = {
             name: Postings(*(arrays[f"{name}.{part}"] for part in ("vocab", "offsets", "docs", "tfs", "lengths")))
             for name in FIELDS
