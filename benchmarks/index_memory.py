@@ -11,9 +11,10 @@ Why both: mapping a page that is already in the page cache maps its whole folio,
 sit in large folios, so a warm restart maps far more than the bytes a search reads (on this machine, 100 one-byte
 touches of a warm segment file mapped 58 MB).
 
-Without --folder it builds what benchmarks/live_index.py builds for 1M (its 100k corpus, then 10 copies), ~15 min:
+Without --folder it builds what benchmarks/live_index.py builds for 1M (its 100k corpus, 10 copies, merged by the
+index's policy unless --no-settle), ~20-30 min:
 
-    .venv/bin/python -m benchmarks.index_memory [--folder DIR] [--keep]
+    .venv/bin/python -m benchmarks.index_memory [--folder DIR] [--keep] [--no-settle]
 """
 
 from __future__ import annotations
@@ -28,34 +29,31 @@ from pathlib import Path
 import numpy as np
 
 from app.runtime import load_embedder
-from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, recombined
-from benchmarks.live_index import BulkThenReal, replicate, restart
+from benchmarks._corpus import base_vectors, real_docs, real_queries
+from benchmarks.live_index import build_copies, build_corpus, restart
 from core.settings import get_settings
-from matching.index import Document, passage_text, tuning_from_settings
-from matching.segment_index import SegmentIndex
+from matching.index import tuning_from_settings
 
 
-def build(folder: Path, size: int, copies: int) -> None:
+def build(folder: Path, size: int, copies: int, *, settle: bool) -> None:
     """live_index's corpus of `size` (tokenised and merged), then an index of `copies` copies of it in `folder`."""
     settings = get_settings()
     real = load_embedder(settings)
     tuning = tuning_from_settings(settings)
     base = real_docs(1000)
-    base_vecs = base_vectors(real, base)
-    rng = np.random.default_rng(11)
-    docs, vectors = [], {}
-    for doc_id, (i, title, body) in enumerate(recombined(base, size), start=1):
-        doc = Document(id=doc_id, title=title, body=body, content_hash=str(doc_id))
-        vectors[passage_text(doc)] = noised(base_vecs[i], rng, 0.03)
-        docs.append(doc)
     source = Path(tempfile.mkdtemp(prefix=f"memory-{size}-"))
     try:
-        index = SegmentIndex.open(source, embedder=BulkThenReal(real, vectors), **tuning)  # type: ignore[arg-type]
-        index.sync(docs, seq=0)
-        while index.merge():
-            pass
-        index.close()
-        replicate(source, folder, copies, sigma=0.03, real=real, tuning=tuning)
+        build_corpus(
+            source,
+            size,
+            base=base,
+            base_vecs=base_vectors(real, base),
+            real=real,
+            tuning=tuning,
+            sigma=0.03,
+            rng=np.random.default_rng(11),
+        )
+        build_copies(source, folder, copies, sigma=0.03, real=real, tuning=tuning, settle=settle)
     finally:
         shutil.rmtree(source, ignore_errors=True)
 
@@ -84,13 +82,16 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=100_000)
     ap.add_argument("--copies", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the built index (its folder is printed)")
+    ap.add_argument(
+        "--no-settle", dest="settle", action="store_false", help="keep the copies unmerged (see live_index)"
+    )
     args = ap.parse_args()
     folder = args.folder
     built = folder is None
     if folder is None:
         folder = Path(tempfile.mkdtemp(prefix="memory-index-"))
         t0 = time.perf_counter()
-        build(folder, args.size, args.copies)
+        build(folder, args.size, args.copies, settle=args.settle)
         print(f"built {args.copies} copies of a {args.size} index in {time.perf_counter() - t0:.0f} s: {folder}")
     try:
         commits = sorted(folder.glob("commit-*.json"))

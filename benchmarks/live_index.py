@@ -164,6 +164,57 @@ def replicate(source: Path, folder: Path, copies: int, *, sigma: float, real: ob
     return time.perf_counter() - t0
 
 
+def build_corpus(
+    folder: Path,
+    size: int,
+    *,
+    base: list[dict[str, str]],
+    base_vecs: np.ndarray,
+    real: object,
+    tuning: dict,
+    sigma: float,
+    rng: np.random.Generator,
+) -> tuple[list[Document], BulkThenReal, float]:
+    """The benchmark corpus of `size` in `folder`: recombined real texts (tokenised by the index), their base
+    documents' real vectors plus noise; synced and merged to the index's steady state, then closed.
+
+    Returns the documents, the embedder that knows their vectors, and the seconds the build took.
+    """
+    docs, vectors = [], {}
+    for doc_id, (i, title, body) in enumerate(recombined(base, size), start=1):
+        doc = Document(id=doc_id, title=title, body=body, content_hash=str(doc_id))
+        vectors[passage_text(doc)] = noised(base_vecs[i], rng, sigma)
+        docs.append(doc)
+    embedder = BulkThenReal(real, vectors)
+    t0 = time.perf_counter()
+    index = SegmentIndex.open(folder, embedder=embedder, **tuning)  # type: ignore[arg-type]
+    index.sync(docs, seq=0)
+    while index.merge():
+        pass
+    index.close()
+    return docs, embedder, time.perf_counter() - t0
+
+
+def build_copies(
+    source: Path, folder: Path, copies: int, *, sigma: float, real: object, tuning: dict, settle: bool
+) -> tuple[float, float]:
+    """`copies` copies of the source index in `folder` (see replicate()); with `settle`, then merged by the index's
+    own tiered policy until it plans no more merges (the layout that the default settings keep a large index in:
+    with merge_factor 4, ten 100k copies become two of 400k and two of 100k).
+
+    Returns the seconds the whole build took and the seconds of it spent merging.
+    """
+    t0 = time.perf_counter()
+    replicate(source, folder, copies, sigma=sigma, real=real, tuning=tuning)
+    t1 = time.perf_counter()
+    if settle:
+        index = SegmentIndex.open(folder, embedder=real, **(tuning | {"merge_in_background": False}))  # type: ignore[arg-type]
+        while index.merge():
+            pass
+        index.close()
+    return time.perf_counter() - t0, time.perf_counter() - t1
+
+
 RESTART = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -228,6 +279,13 @@ def main() -> None:
         default=100_000,
         help="sizes above this are built as copies of the largest size at or below it (see replicate())",
     )
+    ap.add_argument(
+        "--no-settle",
+        dest="settle",
+        action="store_false",
+        help="time replicated sizes as bare copies, merges held off (the layout measured before 2026-12-07), "
+        "instead of merged by the index's policy first",
+    )
     args = ap.parse_args()
 
     settings = get_settings()
@@ -258,25 +316,21 @@ def main() -> None:
             docs: list[Document] = []
             if size > args.replicate_above and sources:
                 source = max(sources)
-                build = replicate(built[source], folder, size // source, sigma=args.sigma, real=real, tuning=tuning)
-                # The copies' steady state is timed: no merge of them starts while writes and queries are timed.
-                size_tuning |= {"max_segments": 4 * (size // source), "merge_factor": 4 * (size // source)}
-                how = f"{size // source} copies of the {source} index"
+                copies = size // source
+                build, merged_s = build_copies(
+                    built[source], folder, copies, sigma=args.sigma, real=real, tuning=tuning, settle=args.settle
+                )
+                how = f"{copies} copies of the {source} index"
+                if args.settle:
+                    how += f", then merged by the index's own policy in {merged_s:.0f} s"
+                else:
+                    # The copies as they are: no merge of them starts while writes and queries are timed.
+                    size_tuning |= {"max_segments": 4 * copies, "merge_factor": 4 * copies}
                 embedder: object = real
             else:
-                vectors = {}
-                for doc_id, (i, title, body) in enumerate(recombined(base, size), start=1):
-                    doc = Document(id=doc_id, title=title, body=body, content_hash=str(doc_id))
-                    vectors[passage_text(doc)] = noised(base_vecs[i], rng, args.sigma)
-                    docs.append(doc)
-                embedder = BulkThenReal(real, vectors)
-                t0 = time.perf_counter()
-                index = SegmentIndex.open(folder, embedder=embedder, **tuning)  # type: ignore[arg-type]
-                index.sync(docs, seq=0)
-                while index.merge():
-                    pass
-                index.close()
-                build = time.perf_counter() - t0
+                docs, embedder, build = build_corpus(
+                    folder, size, base=base, base_vecs=base_vecs, real=real, tuning=tuning, sigma=args.sigma, rng=rng
+                )
                 how = "tokenised and merged"
             built[size] = folder
             index = SegmentIndex.open(folder, embedder=embedder, **size_tuning)  # type: ignore[arg-type]
@@ -313,7 +367,9 @@ def main() -> None:
                 gen_folder = Path(tempfile.mkdtemp(prefix=f"gen-{size}-"))
                 try:
                     gen = HybridIndex.open(
-                        gen_folder, embedder=embedder, **{k: v for k, v in tuning.items() if k != "max_segments"}
+                        gen_folder,
+                        embedder=embedder,  # type: ignore[arg-type]
+                        **{k: v for k, v in tuning.items() if k != "max_segments"},
                     )
                     gen.sync(docs)
                     lat, _ = _time_writes(gen, fresh[: args.baseline_writes])

@@ -104,7 +104,9 @@ def main() -> None:
                     (size + j, noised(vecs[j], rng, args.sigma)),
                 )
                 upsert_ms.append((time.perf_counter() - t0) * 1000)
-            size_mb = conn.execute(f"SELECT pg_total_relation_size('{table}')").fetchone()[0] / 2**20
+            row = conn.execute(f"SELECT pg_total_relation_size('{table}')").fetchone()
+            assert row is not None
+            size_mb = row[0] / 2**20
             print(
                 f"{size:>8} {'pgvector HNSW top-' + str(args.depth):<34} {percentile(pg_ms, 50):>8.2f} "
                 f"{percentile(pg_ms, 95):>8.2f}  recall@{args.depth} {np.mean(recalls):.3f}; COPY {load:.1f} s, "
