@@ -40,7 +40,7 @@ from app.runtime import load_embedder
 from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, recombined
 from benchmarks.query_latency import percentile
 from core.settings import get_settings
-from matching.index import Document, HybridIndex, passage_text, tuning_from_settings
+from matching.index import Document, HybridIndex, engine_tuning, passage_text, tuning_from_settings
 from matching.rerank import SHIPPED, LinearRanker
 from matching.segment_index import SegmentIndex, _State
 from matching.segments import Segment, merge_segments
@@ -295,7 +295,8 @@ def main() -> None:
     base_vecs = base_vectors(real, base)
     queries = real_queries(args.queries)
     rng = np.random.default_rng(11)
-    tuning = tuning_from_settings(settings)
+    # The served engine's BM25 knobs too (its common-terms cut above bm25_common_min_docs live docs).
+    tuning = tuning_from_settings(settings) | {k: v for k, v in engine_tuning(settings).items() if k.startswith("bm25")}
     reranker = tuning.get("reranker") or LinearRanker.load(SHIPPED)
     print(f"model {real.name}; {len(base)} base docs; {len(queries)} real need queries; {args.writes} timed writes")
     header = f"{'docs':>8} {'engine':<12} {'what':<26} {'p50 ms':>8} {'p95 ms':>8}"
@@ -345,7 +346,9 @@ def main() -> None:
                 "query (hybrid, fusion)": {"reranker": None},
                 "query (hybrid, re-ranked)": {"reranker": reranker},
                 "query (re-ranked, lists in turn)": {"reranker": reranker, "query_threads": 1},
+                "query (re-ranked, exact BM25)": {"reranker": reranker, "bm25_common": None},
                 "query (BM25 only)": {"embedder": None, "bm25_pruning": False},
+                "query (BM25 only, exact)": {"embedder": None, "bm25_pruning": False, "bm25_common": None},
                 "query (BM25, MaxScore)": {"embedder": None, "bm25_pruning": True},
             }
             for what, lat in interleaved(index, queries, variants).items():
@@ -369,7 +372,7 @@ def main() -> None:
                     gen = HybridIndex.open(
                         gen_folder,
                         embedder=embedder,  # type: ignore[arg-type]
-                        **{k: v for k, v in tuning.items() if k != "max_segments"},
+                        **{k: v for k, v in tuning.items() if not k.startswith(("max_segments", "bm25"))},
                     )
                     gen.sync(docs)
                     lat, _ = _time_writes(gen, fresh[: args.baseline_writes])

@@ -907,6 +907,8 @@ def engine_tuning(settings: Settings) -> dict[str, Any]:
         "max_segments": settings.index_max_segments,
         "merge_factor": settings.index_merge_factor,
         "query_threads": settings.query_threads,
+        "bm25_common": settings.bm25_common_df,
+        "bm25_common_min_docs": settings.bm25_common_min_docs,
     }
     if settings.index_engine == "pgvector":
         url = settings.vector_database_url or settings.resolved_database_url

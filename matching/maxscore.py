@@ -55,10 +55,20 @@ def bm25_top(
     mask: np.ndarray,
     ids: np.ndarray,
     prune: bool = True,
+    common: float | None = None,
+    pool: int = 4,
 ) -> LexicalResult:
     """The depth best allowed positions (mask) by BM25 (Lucene idf over live docs, as bm25s computes it), exact.
 
     `prune=False` scores every posting (the same answer, slower): the baseline benchmarks compare against.
+
+    `common` (a fraction of the live docs, None: off) trades exactness of the list for speed, as Elasticsearch's
+    `cutoff_frequency` does: terms in more than that share of the live docs (on real needs, terms above 5% hold
+    ~87% of a query's bigram postings and their idf is under 3) do not choose candidates. The rarer terms' partial
+    scores pick the `pool × depth` best documents, the common terms are looked up for those alone, and the list is
+    their depth best by full score. Every score returned is the full BM25 score (`exact` is exact for any position);
+    only a document that the common terms alone would lift into the list can be missed. When no term is common,
+    every term is, or the rarer terms match fewer than `pool × depth` allowed documents, the list is exact.
 
     `fields[k]`, `alive[k]`, `full[k]` describe segment k (its postings of this field, its alive rows, whether it
     has no dead rows); `bases[k]` is its first global position. Only positive scores are listed; ties go to the
@@ -108,6 +118,26 @@ def bm25_top(
     term, seg, start, end = term[keep], seg[keep], start[keep], end[keep]
     if len(term) == 0:
         return empty
+
+    if common is not None:
+        cut_list = _common_cut(
+            fields,
+            bases,
+            term,
+            seg,
+            start,
+            end,
+            weight=weight,
+            rare=df <= common * n_alive,
+            total=total,
+            mask=mask,
+            ids=ids,
+            depth=depth,
+            pool=pool,
+            params=(np.float32(k1), np.float32(b), np.float32(length_sum / n_alive)),
+        )
+        if cut_list is not None:
+            return LexicalResult(cut_list[0], cut_list[1], idf_of, cut_list[2], int((end - start).sum()))
 
     # Terms best bound first (ties: shorter postings first); rank[t] is term t's place in that order.
     live_terms = np.unique(term)
@@ -230,6 +260,64 @@ def bm25_top(
         return result
 
     return LexicalResult(top, exact, idf_of, scanned, int(scanned_by_rank[-1]))
+
+
+def _common_cut(
+    fields: Sequence[Postings],
+    bases: np.ndarray,
+    term: np.ndarray,
+    seg: np.ndarray,
+    start: np.ndarray,
+    end: np.ndarray,
+    *,
+    weight: np.ndarray,
+    rare: np.ndarray,
+    total: int,
+    mask: np.ndarray,
+    ids: np.ndarray,
+    depth: int,
+    pool: int,
+    params: tuple[np.float32, np.float32, np.float32],
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], int] | None:
+    """bm25_top's list with common terms left out of choosing it (see `common` there): (top, exact, postings
+    scanned), or None where the list must be exact (no term common, every term common, too few rare matches)."""
+    is_rare = rare[term]
+    if is_rare.all() or not is_rare.any():
+        return None
+    k1, b, avgdl = params
+    w = weight.astype(np.float32)
+    out = np.zeros(total, dtype=np.float64)
+    segments = np.unique(seg).tolist()
+    for k in segments:
+        sel = (seg == k) & is_rare
+        if sel.any():
+            p = fields[k]
+            _scatter(out, int(bases[k]), p.docs, p.tfs, p.lengths, start[sel], end[sel], w[term[sel]], k1, b, avgdl)
+    chosen = _top_positive(out, mask, ids, pool * depth)
+    if len(chosen) < pool * depth:
+        return None  # the rare terms match few documents: ones only common terms match may belong in the list
+
+    def exact(positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, dtype=np.int64)
+        order = np.argsort(positions, kind="stable")
+        wanted = positions[order]
+        score = out[wanted].copy()
+        segment_of = np.searchsorted(bases, wanted, side="right") - 1
+        for k in np.unique(segment_of).tolist():
+            sel = (seg == k) & ~is_rare
+            if not sel.any():
+                continue
+            lo, hi = np.searchsorted(segment_of, [k, k + 1])
+            p = fields[k]
+            local = (wanted[lo:hi] - int(bases[k])).astype(np.int32)
+            score[lo:hi] += _lookup(local, p.docs, p.tfs, p.lengths, start[sel], end[sel], w[term[sel]], k1, b, avgdl)
+        result = np.empty(len(positions), dtype=np.float32)
+        result[order] = score
+        return result
+
+    full = exact(chosen)
+    top = _best(chosen, full, depth, ids, scores_given=True)
+    return top, exact, int((end[is_rare] - start[is_rare]).sum())
 
 
 @numba.njit(cache=True, nogil=True)

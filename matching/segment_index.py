@@ -111,6 +111,8 @@ class SegmentIndex:
         hnsw_ef_search: int = 128,
         hnsw_ef_construction: int = 80,
         bm25_pruning: bool = False,
+        bm25_common: float | None = None,
+        bm25_common_min_docs: int = 0,
         reranker: LinearRanker | None = None,
         query_threads: int = 2,
         lean_pages: bool = True,
@@ -132,6 +134,11 @@ class SegmentIndex:
         # (benchmarks/live_index.py, 2026-12-03) it is slower than scoring every posting at 10k, 100k and 1M
         # (BM25 p50 86 against 52 ms at 1M): off by default until block-max bounds make it pay.
         self.bm25_pruning = bm25_pruning
+        # Terms in more than this share of the live docs do not choose a BM25 list's candidates (they still score
+        # every candidate), once the index holds bm25_common_min_docs live docs: see `common` in
+        # matching/maxscore.py. None: every list exact.
+        self.bm25_common = bm25_common
+        self.bm25_common_min_docs = bm25_common_min_docs
         # A query's three lists (BM25 over words, over bigrams, and the dense list with the query's encoder pass)
         # are independent and their kernels release the GIL (numba, FAISS, ONNX Runtime), so up to query_threads
         # of them run at once: one in the searching thread, the others in a small pool this index owns.
@@ -775,6 +782,7 @@ class SegmentIndex:
             mask=mask,
             ids=state.ids_all,
             prune=self.bm25_pruning,
+            common=self.bm25_common if state.n_alive >= self.bm25_common_min_docs else None,
         )
 
     def _mask(

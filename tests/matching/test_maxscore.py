@@ -163,3 +163,84 @@ def test_exact_ties_go_to_the_lower_doc_id_both_ways() -> None:
         pair = [p for p in range(30) if p != 3]  # the 29 allowed documents holding both terms rank first
         single = sorted(range(30, 60), key=lambda p: ids[p])  # then those holding one, by doc id
         assert result.top.tolist() == sorted(pair, key=lambda p: ids[p]) + single[:6], prune
+
+
+def _run(segments: list[list[list[str]]], alive: list[np.ndarray], query: list[str], **kw: object) -> tuple:
+    fields = [Postings.build(docs) for docs in segments]
+    bases = np.concatenate([[0], np.cumsum([len(d) for d in segments])]).astype(np.int64)
+    all_alive = np.concatenate(alive)
+    length_sum = float(sum(f.lengths[a].sum() for f, a in zip(fields, alive, strict=True)))
+    result = bm25_top(
+        fields,
+        alive,
+        [bool(a.all()) for a in alive],
+        bases,
+        tokens=query,
+        n_alive=int(all_alive.sum()),
+        length_sum=length_sum,
+        **kw,  # type: ignore[arg-type]
+    )
+    return result, all_alive, int(bases[-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(corpora(), st.sampled_from([0.02, 0.1, 0.3, 0.6]), st.integers(1, 3))
+def test_common_terms_cut_scores_exactly_and_misses_only_what_common_terms_lift(
+    case: tuple, common: float, pool: int
+) -> None:
+    """With `common`, every score is still full BM25 and the list is ordered by it; a document is missing from it
+    only if the rarer terms alone did not put it among the pool × depth best (so only common terms could lift it)."""
+    segments, alive, query, mask, depth, k1, b = case
+    if not np.concatenate(alive).any():
+        return
+    ids = np.random.default_rng(1).permutation(sum(len(s) for s in segments)).astype(np.int64)
+    result, all_alive, total = _run(
+        segments, alive, query, k1=k1, b=b, depth=depth, mask=mask, ids=ids, common=common, pool=pool
+    )
+    docs = [d for s in segments for d in s]
+    full = brute_force(docs, all_alive, query, k1, b)
+    np.testing.assert_allclose(result.exact(np.arange(total)[::-1])[::-1], full, rtol=1e-5, atol=1e-6)
+    got = result.top
+    allowed = np.flatnonzero(mask & (full > 1e-9))
+    assert len(got) == min(depth, len(allowed))
+    assert np.all(np.diff(full[got]) <= 1e-5 * np.abs(full[got][:-1]) + 1e-6)  # best first by full score
+    live = [d for d, a in zip(docs, all_alive, strict=True) if a]
+    rare = [t for t in set(query) if sum(t in d for d in live) <= common * len(live)]
+    partial = brute_force(docs, all_alive, [t for t in query if t in rare], k1, b)
+    chosen = np.flatnonzero(mask & (partial > 1e-9))
+    if len(chosen) >= pool * depth:
+        threshold = np.sort(partial[chosen])[::-1][pool * depth - 1]
+        surely_in_pool = chosen[partial[chosen] > threshold * (1 + 1e-5) + 1e-6]
+        worst = full[got].min()
+        better = surely_in_pool[full[surely_in_pool] > worst * (1 + 1e-5) + 1e-6]
+        assert set(better.tolist()) <= set(got.tolist())
+    else:  # too few rare matches (or no term rare, or none common): the exact list
+        want = allowed[np.lexsort((ids[allowed], -full[allowed]))][:depth]
+        np.testing.assert_allclose(full[got], full[want], rtol=1e-5, atol=1e-6)
+
+
+def test_common_terms_cut_skips_their_postings_and_can_miss_what_only_they_lift() -> None:
+    """Common terms (in most documents) do not choose candidates: their postings are not scanned, the documents
+    the rare term finds are ranked by full score, and a document that only common terms lift is missed: the price of
+    the cut, which the exact list (common=None) does not pay."""
+    rng = np.random.default_rng(5)
+    common = [f"c{j}" for j in range(20)]  # each in ~30% of the documents: idf ~1.2
+    docs = [[t for t in common if rng.random() < 0.3] + [f"w{int(rng.integers(0, 50))}"] for _ in range(4000)]
+    for i in range(0, 4000, 40):
+        docs[i] += ["rare"]  # 100 documents hold the rare term (idf ~3.7)
+    docs[7] = common * 3  # no rare term, but every common one, three times over
+    query = ["rare", *common]
+    alive = [np.ones(len(docs), dtype=bool)]
+    kw = {"k1": K1, "b": 0.0, "depth": 5, "mask": alive[0].copy(), "ids": np.arange(len(docs))}
+    exact, _, _ = _run([docs], alive, query, **kw)
+    cut, _, _ = _run([docs], alive, query, common=0.05, pool=4, **kw)
+    full = brute_force(docs, alive[0], query, K1, 0.0)
+    assert 7 in exact.top.tolist()  # the common terms alone lift it into the exact top 5
+    assert 7 not in cut.top.tolist()
+    assert set(cut.top.tolist()) <= set(range(0, 4000, 40))
+    np.testing.assert_allclose(cut.exact(cut.top), full[cut.top], rtol=1e-5)
+    np.testing.assert_allclose(cut.exact(np.array([7])), full[[7]], rtol=1e-5)  # its score, when asked, is exact
+    assert cut.postings_scanned == 100 < cut.postings_total / 20
+    # Fewer rare matches than pool × depth: the list is exact again.
+    few, _, _ = _run([docs], alive, query, common=0.05, pool=30, **kw)
+    assert few.top.tolist() == exact.top.tolist()

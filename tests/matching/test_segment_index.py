@@ -293,3 +293,30 @@ def test_term_frequencies_are_stored_in_the_narrowest_exact_type_and_older_float
     assert all(p.tfs.dtype == np.float32 for seg in older._state.segments for p in seg.fields.values())
     assert {q: [(h.id, h.score) for h in older.search(q, k=20)] for q in queries} == compact
     older.close()
+
+
+def test_the_common_terms_cut_applies_from_its_size_on_and_the_settings_serve_it() -> None:
+    """Below bm25_common_min_docs live docs every BM25 list is exact; from it on, terms in more than bm25_common of
+    the docs no longer choose candidates (fewer postings scanned), and the served settings pass both knobs."""
+    from core.settings import Settings
+    from matching.index import engine_tuning
+
+    docs = [
+        Document(id=i, title=f"{CORPUS[i % len(CORPUS)]}系统", body=f"一种技术方法，{CORPUS[(i * 7) % len(CORPUS)]}")
+        for i in range(300)
+    ]
+    tokens = ["技术", "方法", "系统", "锂电池", "隔膜"]  # the first three are in every doc, the last two in a fifth
+    results = {}
+    for min_docs in (301, 300):
+        index = SegmentIndex(embedder=None, bm25_common=0.5, bm25_common_min_docs=min_docs, candidate_depth=10)
+        index.sync(docs, seq=1)
+        state = index._state
+        results[min_docs] = index._bm25(state, "words", tokens, 10, state.alive_all)
+    exact, cut = results[301], results[300]
+    assert exact.postings_scanned == exact.postings_total
+    assert cut.postings_scanned < exact.postings_total / 2  # only the rare terms' postings
+    every = np.arange(300)
+    np.testing.assert_allclose(cut.exact(every), exact.exact(every), rtol=1e-6)  # scores stay exact
+    assert sorted(cut.top.tolist()) == sorted(exact.top.tolist())  # here the rare terms decide the list
+    served = engine_tuning(Settings(bm25_common_df=0.1, bm25_common_min_docs=1234))
+    assert served["bm25_common"] == 0.1 and served["bm25_common_min_docs"] == 1234
