@@ -16,7 +16,7 @@ applied up to the feed's last seq, so `techmatch serve` starts on it with nothin
   --query-threads, queries interleaved, and the BM25-only floor.
 
     .venv/bin/python -m benchmarks.http_match [--sizes 100000] [--queries 100] [--duration 30] [--workers 1 2]
-                                              [--query-threads 2 1]
+                                              [--query-threads 2 1] [--bm25 served exact]
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ from matching.index import engine_tuning, index_class, passage_text, tuning_from
 from models.changes import last_seq
 from models.db import make_engine, make_sessionmaker, migrate
 from models.tables import Achievement
+
+# Server environments of --bm25: as the settings serve it, or every BM25 list exact (the cut never applies).
+BM25: dict[str, dict[str, str]] = {"served": {}, "exact": {"TECHMATCH_BM25_COMMON_MIN_DOCS": str(10**15)}}
 
 
 def build(folder: Path, size: int, base: list[dict[str, str]], base_vecs: np.ndarray, real: object) -> str:
@@ -145,6 +148,13 @@ def main() -> None:
     ap.add_argument(
         "--query-threads", type=int, nargs="+", default=[2, 1], help="TECHMATCH_QUERY_THREADS, one run each"
     )
+    ap.add_argument(
+        "--bm25",
+        nargs="+",
+        choices=list(BM25),
+        default=["served"],
+        help="BM25 lists as served (the common-terms cut from bm25_common_min_docs) or exact, one run each",
+    )
     args = ap.parse_args()
 
     settings = get_settings()
@@ -167,8 +177,11 @@ def main() -> None:
             token = secrets.token_hex(16)
             env = server_env(folder, url, token)
             served: list[str] = []
-            for workers, threads in [(w, t) for w in args.workers for t in args.query_threads]:
+            runs = [(w, t, b) for w in args.workers for t in args.query_threads for b in args.bm25]
+            for workers, threads, bm25_lists in runs:
                 env["TECHMATCH_QUERY_THREADS"] = str(threads)
+                env.pop("TECHMATCH_BM25_COMMON_MIN_DOCS", None)
+                env.update(BM25[bm25_lists])
                 with server(env, folder / "server.log", workers=workers) as (base_url, _proc, ready_s):
                     with httpx.Client(trust_env=False, timeout=60) as c:
                         for q in queries[:5]:
@@ -176,7 +189,9 @@ def main() -> None:
                         one = [timed(c, "POST", f"{base_url}/api/v1/match", json={"text": q, "k": 10}) for q in queries]
                         hz = [timed(c, "GET", f"{base_url}/healthz") for _ in range(100)]
                     lat, errors, wall = concurrent(base_url, queries, args.clients, args.duration)
-                how = f"{workers} worker(s), query threads {threads}"
+                how = f"{workers} worker(s), query threads {threads}" + (
+                    ", exact BM25" if bm25_lists == "exact" else ""
+                )
                 served += [
                     f"{size:>8} docs, {how}: server ready in {ready_s:.1f} s",
                     line(size, f"match, 1 client, {how}", one),
@@ -191,14 +206,22 @@ def main() -> None:
                 **(tuning_from_settings(settings) | engine_tuning(settings)),
             )
             hybrid: dict[int, list[float]] = {threads: [] for threads in args.query_threads}
+            exact_bm25: list[float] = []
+            served_common = getattr(index, "bm25_common", None)
             for q in queries[:5]:
                 index.search(q, k=10)
-            for q in queries:  # interleaved, so both settings meet the same machine
+            for q in queries:  # interleaved, so every setting meets the same machine
                 for threads in args.query_threads:
                     index.query_threads = threads
                     t0 = time.perf_counter()
                     index.search(q, k=10)
                     hybrid[threads].append((time.perf_counter() - t0) * 1000)
+                if served_common is not None:  # the same, every BM25 list exact
+                    index.query_threads, index.bm25_common = args.query_threads[0], None
+                    t0 = time.perf_counter()
+                    index.search(q, k=10)
+                    exact_bm25.append((time.perf_counter() - t0) * 1000)
+                    index.bm25_common = served_common
             index.embedder = None  # the same index, words and bigrams only: the floor
             index.query_threads = 1
             bm25 = time_queries(index, queries)
@@ -208,6 +231,8 @@ def main() -> None:
             print("\n".join(served))
             for threads, values in hybrid.items():
                 print(line(size, f"hybrid search (in process), query threads {threads}", values))
+            if exact_bm25:
+                print(line(size, f"  same, exact BM25, query threads {args.query_threads[0]}", exact_bm25))
             print(line(size, "BM25-only search (in process)", bm25))
             print(line(size, "  same, MaxScore pruning", bm25_all))
         finally:

@@ -265,6 +265,25 @@ def dense_recall(index: SegmentIndex, queries: list[str], depth: int) -> float:
     return float(np.mean(got))
 
 
+def lexical_kept(index: SegmentIndex, queries: list[str], depth: int) -> dict[str, float]:
+    """How much of each exact BM25 top-depth list the served list keeps (the common-terms cut, where it applies)."""
+    state = index._state
+    served = index.bm25_common
+    kept: dict[str, list[float]] = {"words": [], "chars": []}
+    for q in queries[:50]:
+        analysis = index.analyse(q)
+        for field, got in kept.items():
+            tokens = getattr(analysis, field)
+            index.bm25_common = None
+            exact = index._bm25(state, field, tokens, depth, state.alive_all)
+            index.bm25_common = served
+            top = index._bm25(state, field, tokens, depth, state.alive_all).top
+            if len(exact.top):
+                got.append(len(set(exact.top.tolist()) & set(top.tolist())) / len(exact.top))
+    index.bm25_common = served
+    return {field: float(np.mean(v)) for field, v in kept.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -336,6 +355,7 @@ def main() -> None:
             built[size] = folder
             index = SegmentIndex.open(folder, embedder=embedder, **size_tuning)  # type: ignore[arg-type]
             recall = dense_recall(index, queries, tuning["candidate_depth"])
+            kept = lexical_kept(index, queries, tuning["candidate_depth"])
             lat, applied = _time_writes(index, fresh)
             write_p95[size] = percentile(lat, 95)
             rows.append(_row(size, "segments", "write → searchable", lat))
@@ -361,7 +381,9 @@ def main() -> None:
             )
             rows.append(
                 f"{size:>8} {'segments':<12} built in {build:.0f} s ({how}); {segments} segments, {graphs} with "
-                f"HNSW; dense recall@{tuning['candidate_depth']} {recall:.3f}; {_size_mb(folder):.0f} MB on disk; "
+                f"HNSW; dense recall@{tuning['candidate_depth']} {recall:.3f}; served BM25 lists keep "
+                f"{kept['words']:.3f} (words) / {kept['chars']:.3f} (bigrams) of the exact ones; "
+                f"{_size_mb(folder):.0f} MB on disk; "
                 f"fresh process: open → first answer {r['open_s']:.2f} s (+ model {r['model_s']:.1f} s), "
                 f"RSS after 20 queries {r['rss_mb']:.0f} MB (anonymous {r['anon_mb']:.0f} MB, the rest mapped index "
                 f"file pages), peak {r['peak_mb']:.0f} MB"

@@ -64,11 +64,12 @@ class Settings(BaseSettings):
     # one; past the cap the smallest are merged whatever their tier.
     index_merge_factor: int = 4
     index_max_segments: int = 24
-    # In an index of at least bm25_common_min_docs live docs, query terms in more than bm25_common_df of them do not
-    # choose a BM25 list's candidates; they still score every candidate (matching/maxscore.py, `common`; measured in
-    # benchmarks/common_terms.py). Smaller indexes, benchmarks A and B among them, rank with exact lists.
+    # In an index of at least bm25_common_min_docs live docs (where segments also start to search HNSW graphs),
+    # query terms in more than bm25_common_df of them do not choose a BM25 list's candidates; they still score every
+    # candidate (matching/maxscore.py, `common`; measured in benchmarks/common_terms.py and live_index.py). Smaller
+    # indexes, benchmarks A and B among them, rank with exact lists.
     bm25_common_df: float | None = Field(default=0.05, gt=0.0, le=1.0)
-    bm25_common_min_docs: int = Field(default=200_000, ge=0)
+    bm25_common_min_docs: int = Field(default=50_000, ge=0)
 
     # Targeted push: at most this many new leads per subscription per batch.
     push_max_leads: int = Field(default=5, ge=1, le=100)

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matching import segment_index
 from matching.embedding import Embedder
 from matching.index import Document, HybridIndex
 from matching.segment_index import SegmentIndex
-from matching.segments import Postings, Segment
+from matching.segments import Postings, Row, Segment, merge_segments
 from tests.matching.test_index import REPO, CountingEmbedder, make_docs
 
 CORPUS = [
@@ -41,6 +43,68 @@ def test_postings_merge_equals_a_fresh_build() -> None:
     fresh = Postings.build([a[0], a[2], *b])
     for part in ("vocab", "offsets", "docs", "tfs", "lengths"):
         assert np.array_equal(getattr(merged, part), getattr(fresh, part)), part
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.lists(st.sampled_from(["锂电池", "隔膜", "海参", "育苗", "碳纤维", "x"]), max_size=8), max_size=12),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from([np.uint8, np.uint16, np.float32]),
+)
+def test_postings_merge_of_any_parts_equals_a_fresh_build_of_their_live_docs(
+    parts: list[list[list[str]]], seed: int, tf_type: type
+) -> None:
+    """Any segments, any dead rows, term frequencies stored in any type (older files hold float32): the merged
+    postings are a fresh build of the live documents, in order, array for array and in the narrowest tf type."""
+    rng = np.random.default_rng(seed)
+    built, live_docs = [], []
+    for docs in parts:
+        p = Postings.build(docs)
+        p = Postings(p.vocab, p.offsets, p.docs, p.tfs.astype(tf_type), p.lengths)
+        alive = rng.random(len(docs)) < 0.7
+        built.append((p, alive))
+        live_docs += [d for d, a in zip(docs, alive, strict=True) if a]
+    merged = Postings.merge(built)
+    fresh = Postings.build(live_docs)
+    for part in ("vocab", "offsets", "docs", "tfs", "lengths"):
+        assert np.array_equal(getattr(merged, part), getattr(fresh, part)), part
+        assert getattr(merged, part).dtype == getattr(fresh, part).dtype, part
+
+
+def test_merged_segments_keep_every_stored_row_and_vector(tmp_path: Path) -> None:
+    """A merge of written (mapped) segments with dead rows keeps exactly the live rows, their vectors and attrs."""
+    rows = [
+        Row(
+            id=i,
+            content_hash=f"h{i}",
+            text=f"文本{i}" * (i % 5 + 1),
+            keywords=(f"k{i}",),
+            attrs={"field": f"f{i % 3}"},
+            words=["锂电池", f"w{i}"],
+            chars=["锂电", "电池"],
+        )
+        for i in range(40)
+    ]
+    vectors = np.random.default_rng(2).random((40, 4)).astype(np.float32)
+    parts = []
+    for k, (lo, hi) in enumerate([(0, 15), (15, 16), (16, 40)]):
+        Segment.build(f"s{k}", rows[lo:hi], vectors[lo:hi], dim=4).write(tmp_path / f"s{k}.seg")
+        seg = Segment.open(tmp_path / f"s{k}.seg")
+        parts.append((seg, np.array([(lo + i) % 3 != 1 for i in range(hi - lo)])))
+    merged = merge_segments("m", parts, dim=4)
+    live = [i for i in range(40) if i % 3 != 1]
+    assert merged.rows() == [rows[i] for i in live]
+    assert np.array_equal(merged.vectors, vectors[live])
+    assert merged.ids.tolist() == live
+    assert {k: v.tolist() for k, v in merged.attrs.items()} == {
+        ("field", f"f{r}"): [j for j, i in enumerate(live) if i % 3 == r] for r in (0, 2)
+    }  # every row of f1 is dead: the attribute goes
+    merged.write(tmp_path / "m.seg")
+    assert Segment.open(tmp_path / "m.seg").rows() == [rows[i] for i in live]
 
 
 def test_one_write_embeds_and_writes_only_itself(tmp_path: Path, embedder: Embedder) -> None:
