@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from matching import maxscore
 from matching.maxscore import bm25_top
 from matching.segments import Postings
 
@@ -165,6 +168,17 @@ def test_exact_ties_go_to_the_lower_doc_id_both_ways() -> None:
         assert result.top.tolist() == sorted(pair, key=lambda p: ids[p]) + single[:6], prune
 
 
+@contextmanager
+def seek_cost(value: float) -> Iterator[None]:
+    """bm25_top's cost threshold for the common-terms cut, set for a block (0: the cut wherever it applies)."""
+    before = maxscore.SEEK_COST
+    maxscore.SEEK_COST = value  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        maxscore.SEEK_COST = before
+
+
 def _run(segments: list[list[list[str]]], alive: list[np.ndarray], query: list[str], **kw: object) -> tuple:
     fields = [Postings.build(docs) for docs in segments]
     bases = np.concatenate([[0], np.cumsum([len(d) for d in segments])]).astype(np.int64)
@@ -194,9 +208,10 @@ def test_common_terms_cut_scores_exactly_and_misses_only_what_common_terms_lift(
     if not np.concatenate(alive).any():
         return
     ids = np.random.default_rng(1).permutation(sum(len(s) for s in segments)).astype(np.int64)
-    result, all_alive, total = _run(
-        segments, alive, query, k1=k1, b=b, depth=depth, mask=mask, ids=ids, common=common, pool=pool
-    )
+    with seek_cost(0):  # these corpora are small: without this the cost rule would keep every list exact
+        result, all_alive, total = _run(
+            segments, alive, query, k1=k1, b=b, depth=depth, mask=mask, ids=ids, common=common, pool=pool
+        )
     docs = [d for s in segments for d in s]
     full = brute_force(docs, all_alive, query, k1, b)
     np.testing.assert_allclose(result.exact(np.arange(total)[::-1])[::-1], full, rtol=1e-5, atol=1e-6)
@@ -242,5 +257,11 @@ def test_common_terms_cut_skips_their_postings_and_can_miss_what_only_they_lift(
     np.testing.assert_allclose(cut.exact(np.array([7])), full[[7]], rtol=1e-5)  # its score, when asked, is exact
     assert cut.postings_scanned == 100 < cut.postings_total / 20
     # Fewer rare matches than pool × depth: the list is exact again.
-    few, _, _ = _run([docs], alive, query, common=0.05, pool=30, **kw)
+    with seek_cost(0):
+        few, _, _ = _run([docs], alive, query, common=0.05, pool=30, **kw)
     assert few.top.tolist() == exact.top.tolist()
+    # Common postings too few to outweigh looking them up for a deeper pool: the exact list, which is cheaper.
+    deep = kw | {"depth": 50}
+    costly, _, _ = _run([docs], alive, query, common=0.05, pool=4, **deep)
+    assert costly.top.tolist() == _run([docs], alive, query, **deep)[0].top.tolist()
+    assert 7 in costly.top.tolist()

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matching import segment_index
+from matching import maxscore, segment_index
 from matching.embedding import Embedder
 from matching.index import Document, HybridIndex
 from matching.segment_index import SegmentIndex
@@ -359,7 +359,9 @@ def test_term_frequencies_are_stored_in_the_narrowest_exact_type_and_older_float
     older.close()
 
 
-def test_the_common_terms_cut_applies_from_its_size_on_and_the_settings_serve_it() -> None:
+def test_the_common_terms_cut_applies_from_its_size_on_and_the_settings_serve_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Below bm25_common_min_docs live docs every BM25 list is exact; from it on, terms in more than bm25_common of
     the docs no longer choose candidates (fewer postings scanned), and the served settings pass both knobs."""
     from core.settings import Settings
@@ -370,6 +372,7 @@ def test_the_common_terms_cut_applies_from_its_size_on_and_the_settings_serve_it
         for i in range(300)
     ]
     tokens = ["技术", "方法", "系统", "锂电池", "隔膜"]  # the first three are in every doc, the last two in a fifth
+    monkeypatch.setattr(maxscore, "SEEK_COST", 0)  # 300 docs: the cost rule alone would keep the lists exact
     results = {}
     for min_docs in (301, 300):
         index = SegmentIndex(embedder=None, bm25_common=0.5, bm25_common_min_docs=min_docs, candidate_depth=10)
