@@ -211,7 +211,7 @@ def bm25_top(
                 into[lo:hi] += _lookup(local, p.docs, p.tfs, p.lengths, s, e, w, k1_, b_, avgdl)
 
     if cut >= n_terms:
-        top = _top_positive(out, mask, ids, depth)
+        top = top_positive(out, mask, ids, depth)
         return LexicalResult(top, lambda q: out[q].astype(np.float32), idf_of, scanned, int(scanned_by_rank[-1]))
 
     # θ rises first: the depth best partial scores' documents are scored exactly (a few lookups each), and the
@@ -307,7 +307,7 @@ def _common_cut(
         if sel.any():
             p = fields[k]
             _scatter(out, int(bases[k]), p.docs, p.tfs, p.lengths, start[sel], end[sel], w[term[sel]], k1, b, avgdl)
-    chosen = np.sort(_best_positive(out, mask, ids, pool * depth))  # the pool, in position order
+    chosen = np.sort(top_positive(out, mask, ids, pool * depth))  # the pool, in position order
     if len(chosen) < pool * depth:
         return None  # the rare terms match few documents: ones only common terms match may belong in the list
 
@@ -518,6 +518,25 @@ def warm_up() -> None:
             _dead_in(docs, span[0], span[1], local)
     _top_positive(np.ones(2), np.ones(2, dtype=np.bool_), np.zeros(2, dtype=np.int64), 1)
     _best_positive(np.ones(2), np.ones(2, dtype=np.bool_), np.zeros(2, dtype=np.int64), 1)
+
+
+def top_positive(out: np.ndarray, mask: np.ndarray, ids: np.ndarray, depth: int) -> np.ndarray:
+    """The depth best allowed positions with a positive score, best first, ties to the lower doc id.
+
+    In a large index most documents score something, and one branchy pass over all of them (_top_positive) cost
+    ~6 ms at 1M. A strided sample gives a score t that about 2 × depth documents beat; one vectorised comparison
+    finds them, and if at least depth allowed ones beat t strictly, the depth best are among them (any other scores at
+    most t). Otherwise, or in a small index, the single pass decides. Either way the same list."""
+    n = len(out)
+    if depth > 0 and n >= 64 * depth:
+        sample = out[:: max(1, n // (32 * depth))]
+        rank = min(len(sample), max(1, int(2 * depth * len(sample) / n)))
+        t = max(float(np.partition(sample, len(sample) - rank)[len(sample) - rank]), 0.0)
+        beat = np.flatnonzero(out > t)
+        beat = beat[mask[beat]]
+        if len(beat) >= depth:
+            return _best(beat, out, depth, ids)
+    return _top_positive(out, mask, ids, depth)  # type: ignore[no-any-return]
 
 
 def _kth(out: np.ndarray, mask: np.ndarray, depth: int) -> float:

@@ -265,3 +265,26 @@ def test_common_terms_cut_skips_their_postings_and_can_miss_what_only_they_lift(
     costly, _, _ = _run([docs], alive, query, common=0.05, pool=4, **deep)
     assert costly.top.tolist() == _run([docs], alive, query, **deep)[0].top.tolist()
     assert 7 in costly.top.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 40),
+    st.sampled_from([3, 50, 100_000]),  # distinct score levels: heavy ties, some, hardly any
+    st.sampled_from([0.0, 0.5, 0.97]),  # share of zero scores
+    st.sampled_from([0.0, 0.3]),  # share of disallowed documents
+)
+def test_top_positive_by_sampling_equals_the_single_pass(
+    seed: int, depth: int, levels: int, zeros: float, masked: float
+) -> None:
+    """The sampled shortcut (large arrays) returns exactly the single pass's list: same positions, same order, ties
+    to the lower doc id, only allowed positive scores."""
+    rng = np.random.default_rng(seed)
+    n = 64 * depth + int(rng.integers(0, 5000))
+    out = rng.integers(1, levels + 1, n) / levels * (rng.random(n) >= zeros)
+    out[rng.random(n) < 0.01] *= 50  # a heavy tail
+    mask = rng.random(n) >= masked
+    ids = rng.permutation(n).astype(np.int64)
+    got = maxscore.top_positive(out, mask, ids, depth)
+    assert got.tolist() == maxscore._top_positive(out, mask, ids, depth).tolist()
