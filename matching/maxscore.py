@@ -334,16 +334,33 @@ def _common_cut(
     return top, exact, int((end[is_rare] - start[is_rare]).sum())
 
 
+# Documents per block of _scatter: their float64 scores and float32 lengths (192 KB) stay in the core's cache.
+_BLOCK = 16384
+
+
 @numba.njit(cache=True, nogil=True)
 def _scatter(out, base, docs, tfs, lengths, starts, ends, weights, k1, b, avgdl):  # type: ignore[no-untyped-def]
-    """Add each term's BM25 part to every document of its postings (out is float64 and global, by position)."""
+    """Add each term's BM25 part to every document of its postings (out is float64 and global, by position).
+
+    A block of documents at a time, every term's postings in that block (each term's list is sorted by document,
+    so a cursor per term carries on where the last block stopped): the scores being added to stay in cache instead
+    of being scattered over the whole segment's (8 MB at 1M), which made the rarer bigrams' scatter ~30% faster at
+    1M (2026-12-07). Each document still receives its terms' parts in term order, so every sum is bit for bit the
+    unblocked one."""
     one = np.float32(1.0)
-    for t in range(len(starts)):
-        w = weights[t]
-        for j in range(starts[t], ends[t]):
-            d = docs[j]
-            tf = np.float32(tfs[j])
-            out[base + d] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
+    cursor = starts.copy()
+    for lo in range(0, len(lengths), _BLOCK):
+        hi = lo + _BLOCK
+        for t in range(len(starts)):
+            w = weights[t]
+            j = cursor[t]
+            end = ends[t]
+            while j < end and docs[j] < hi:
+                d = docs[j]
+                tf = np.float32(tfs[j])
+                out[base + d] += w * tf / (tf + k1 * (one - b + b * lengths[d] / avgdl))
+                j += 1
+            cursor[t] = j
 
 
 @numba.njit(cache=True, nogil=True)
