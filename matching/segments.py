@@ -124,8 +124,9 @@ class Postings:
         Segment k's documents come after segment k-1's, so a term's merged list is its lists concatenated in part
         order, already sorted: two passes over the parts' postings (count the live ones per term, then copy them to
         their place) write the result directly, and the memory a merge needs is the result's own size (5 bytes a
-        posting) plus the parts' mapped pages. Sorting (term, doc) pairs instead needed ~30 bytes a posting: merging
-        four 100k-document segments (~680M postings) was killed for memory on a 24 GB machine (2026-12-07).
+        posting) plus the parts' mapped pages. Sorting (term, doc) pairs instead peaked at 19.0 GB for four
+        100k-document segments (170M postings; 9.1 GB now), and the merge of ten that the tiered policy starts at 1M
+        was killed for memory on a 24 GB machine (2026-12-07).
         """
         if not parts:
             return cls.build([])
