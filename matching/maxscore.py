@@ -27,8 +27,8 @@ from matching.segments import MAX_TERM, Postings
 # The common-terms cut (bm25_top's `common`) is taken only where the common terms' postings exceed this many times
 # the look-ups it needs instead (galloping in their sorted postings, once per pooled document and term). Measured on
 # the 100k benchmark index (2026-12-07, query by query against the exact list): at 10 the cut lists of bigrams came
-# out 7% slower than the exact ones, at 20 the two are even (the cut is taken only where it pays); at 1M a typical
-# need's common bigrams hold ~20 times what the threshold asks at 20.
+# out 7% slower than the exact ones, at 20 the two are even (the cut is taken only where it pays); at 1M a median
+# need's common bigrams hold about twice what the threshold asks at 20, so the cut is taken for most needs there.
 SEEK_COST = 20
 
 # Relative slack on bound comparisons: scores are float32 parts summed in float64 in different orders, so equal sums
@@ -288,7 +288,8 @@ def _common_cut(
     params: tuple[np.float32, np.float32, np.float32],
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray], int] | None:
     """bm25_top's list with common terms left out of choosing it (see `common` there): (top, exact, postings
-    scanned), or None where the list must be exact (no term common, every term common, too few rare matches)."""
+    scanned), or None where the exact list is wanted (no term common, every term common, the cut would not pay,
+    too few rare matches)."""
     is_rare = rare[term]
     if is_rare.all() or not is_rare.any():
         return None
@@ -343,8 +344,8 @@ def _scatter(out, base, docs, tfs, lengths, starts, ends, weights, k1, b, avgdl)
     """Add each term's BM25 part to every document of its postings (out is float64 and global, by position).
 
     A block of documents at a time, every term's postings in that block (each term's list is sorted by document,
-    so a cursor per term carries on where the last block stopped): the scores being added to stay in cache instead
-    of being scattered over the whole segment's (8 MB at 1M), which made the rarer bigrams' scatter ~30% faster at
+    so a cursor per term carries on where the last block stopped): the scores being summed stay in cache instead
+    of being spread over the whole segment's (8 MB at 1M), which made the rarer bigrams' scatter ~30% faster at
     1M (2026-12-07). Each document still receives its terms' parts in term order, so every sum is bit for bit the
     unblocked one."""
     one = np.float32(1.0)
