@@ -1,7 +1,8 @@
 """BM25 with common terms left out of choosing candidates (`bm25_common`, matching/maxscore.py), beside the exact lists.
 
 Quality, on benchmarks A (dev half) and B: the served segment index, in memory, over each benchmark's corpus; every
-query's candidates taken with the exact lists and with each cutoff; nDCG@10 and Recall@50 of the fusion (bm25 mode,
+query's candidates taken with the exact lists and with each cutoff, the cut forced on (its cost rule, which keeps
+these small corpora exact when served, set aside); nDCG@10 and Recall@50 of the fusion (bm25 mode,
 both lexical lists fused; with --hybrid also the hybrid, which embeds the corpora the first time: minutes), and how
 much of each exact top-depth list the cut list keeps. The cutoffs are given, not searched for: every one measured
 is printed.
@@ -19,43 +20,26 @@ import argparse
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
+from unittest.mock import patch
 
 from app.runtime import load_embedder
 from benchmarks._corpus import data_dir, real_queries
-from benchmarks.live_index import interleaved
+from benchmarks.live_index import interleaved, lexical_kept
 from benchmarks.query_latency import percentile
 from core.settings import get_settings
+from matching import maxscore
 from matching.eval import Prepared, load_benchmarks, mode_config, score
 from matching.index import tuning_from_settings
 from matching.segment_index import SegmentIndex
 
 
-def overlap(index: SegmentIndex, analyses: list[Any], cutoff: float) -> dict[str, float]:
-    """Per lexical field: the mean share of the exact top-depth list that the cut list keeps, and the mean share of
-    a query's postings the cut list scanned."""
-    state = index._state
-    kept: dict[str, list[float]] = {"words": [], "chars": []}
-    scanned: dict[str, list[float]] = {"words": [], "chars": []}
-    for query in analyses:
-        for field in kept:
-            tokens = getattr(query, field)
-            index.bm25_common = None
-            exact = index._bm25(state, field, tokens, index.candidate_depth, state.alive_all)
-            index.bm25_common = cutoff
-            cut = index._bm25(state, field, tokens, index.candidate_depth, state.alive_all)
-            if len(exact.top):
-                kept[field].append(len(set(exact.top.tolist()) & set(cut.top.tolist())) / len(exact.top))
-            if cut.postings_total:
-                scanned[field].append(cut.postings_scanned / cut.postings_total)
-    index.bm25_common = None
-    return {f"{f} kept": float(np.mean(v)) for f, v in kept.items()} | {
-        f"{f} scanned": float(np.mean(v)) for f, v in scanned.items()
-    }
-
-
 def quality(cutoffs: list[float], *, hybrid: bool) -> None:
+    # Forced on: A and B are too small for the cut to pay (maxscore.SEEK_COST), so served they get exact lists.
+    with patch.object(maxscore, "SEEK_COST", 0):
+        _quality(cutoffs, hybrid=hybrid)
+
+
+def _quality(cutoffs: list[float], *, hybrid: bool) -> None:
     settings = get_settings()
     tuning = tuning_from_settings(settings) | {"reranker": None}
     embedder = load_embedder(settings) if hybrid else None
@@ -90,7 +74,7 @@ def quality(cutoffs: list[float], *, hybrid: bool) -> None:
                 f"{figures[m]['ndcg@10']:>14.4f} {figures[m]['recall@50']:>11.4f}" for m in modes
             )
             if cutoff is not None:
-                o = overlap(index, list(analyses.values()), cutoff)
+                o = lexical_kept(index, list(analyses.values()), cutoff)
                 line += f" {o['words kept']:>10.3f} {o['chars kept']:>10.3f}"
                 line += f" {o['words scanned']:>10.3f} {o['chars scanned']:>10.3f}"
             print(line, flush=True)
@@ -118,7 +102,7 @@ def speed(folder: Path, cutoffs: list[float], n_queries: int) -> None:
         print(f"{what:<28} {percentile(lat, 50):>8.1f} {percentile(lat, 95):>8.1f}", flush=True)
     analyses = [index.analyse(q) for q in queries[:50]]
     for c in cutoffs:
-        o = overlap(index, analyses, c)
+        o = lexical_kept(index, analyses, c)
         print(
             f"common > {c:.0%}: exact top-{index.candidate_depth} kept "
             + ", ".join(f"{k} {v:.3f}" for k, v in o.items())

@@ -40,7 +40,7 @@ from app.runtime import load_embedder
 from benchmarks._corpus import base_vectors, noised, real_docs, real_queries, recombined
 from benchmarks.query_latency import percentile
 from core.settings import get_settings
-from matching.index import Document, HybridIndex, engine_tuning, passage_text, tuning_from_settings
+from matching.index import Document, HybridIndex, QueryAnalysis, engine_tuning, passage_text, tuning_from_settings
 from matching.rerank import SHIPPED, LinearRanker
 from matching.segment_index import SegmentIndex, _State
 from matching.segments import Segment, merge_segments
@@ -265,23 +265,28 @@ def dense_recall(index: SegmentIndex, queries: list[str], depth: int) -> float:
     return float(np.mean(got))
 
 
-def lexical_kept(index: SegmentIndex, queries: list[str], depth: int) -> dict[str, float]:
-    """How much of each exact BM25 top-depth list the served list keeps (the common-terms cut, where it applies)."""
-    state = index._state
-    served = index.bm25_common
+def lexical_kept(index: SegmentIndex, analyses: list[QueryAnalysis], cutoff: float | None) -> dict[str, float]:
+    """Per BM25 field, with common terms above `cutoff` cut (see matching/maxscore.py): the mean share of each
+    exact top-depth list the cut list keeps ("words kept", "chars kept"), and the mean share of a query's postings
+    it scanned ("words scanned", "chars scanned")."""
+    state, served, depth = index._state, index.bm25_common, index.candidate_depth
     kept: dict[str, list[float]] = {"words": [], "chars": []}
-    for q in queries[:50]:
-        analysis = index.analyse(q)
-        for field, got in kept.items():
+    scanned: dict[str, list[float]] = {"words": [], "chars": []}
+    for analysis in analyses:
+        for field in kept:
             tokens = getattr(analysis, field)
             index.bm25_common = None
             exact = index._bm25(state, field, tokens, depth, state.alive_all)
-            index.bm25_common = served
-            top = index._bm25(state, field, tokens, depth, state.alive_all).top
+            index.bm25_common = cutoff
+            cut = index._bm25(state, field, tokens, depth, state.alive_all)
             if len(exact.top):
-                got.append(len(set(exact.top.tolist()) & set(top.tolist())) / len(exact.top))
+                kept[field].append(len(set(exact.top.tolist()) & set(cut.top.tolist())) / len(exact.top))
+            if cut.postings_total:
+                scanned[field].append(cut.postings_scanned / cut.postings_total)
     index.bm25_common = served
-    return {field: float(np.mean(v)) for field, v in kept.items()}
+    return {f"{f} kept": float(np.mean(v)) for f, v in kept.items()} | {
+        f"{f} scanned": float(np.mean(v)) for f, v in scanned.items()
+    }
 
 
 def main() -> None:
@@ -355,7 +360,7 @@ def main() -> None:
             built[size] = folder
             index = SegmentIndex.open(folder, embedder=embedder, **size_tuning)  # type: ignore[arg-type]
             recall = dense_recall(index, queries, tuning["candidate_depth"])
-            kept = lexical_kept(index, queries, tuning["candidate_depth"])
+            kept = lexical_kept(index, [index.analyse(q) for q in queries[:50]], index.bm25_common)
             lat, applied = _time_writes(index, fresh)
             write_p95[size] = percentile(lat, 95)
             rows.append(_row(size, "segments", "write → searchable", lat))
@@ -382,7 +387,7 @@ def main() -> None:
             rows.append(
                 f"{size:>8} {'segments':<12} built in {build:.0f} s ({how}); {segments} segments, {graphs} with "
                 f"HNSW; dense recall@{tuning['candidate_depth']} {recall:.3f}; served BM25 lists keep "
-                f"{kept['words']:.3f} (words) / {kept['chars']:.3f} (bigrams) of the exact ones; "
+                f"{kept['words kept']:.3f} (words) / {kept['chars kept']:.3f} (bigrams) of the exact ones; "
                 f"{_size_mb(folder):.0f} MB on disk; "
                 f"fresh process: open → first answer {r['open_s']:.2f} s (+ model {r['model_s']:.1f} s), "
                 f"RSS after 20 queries {r['rss_mb']:.0f} MB (anonymous {r['anon_mb']:.0f} MB, the rest mapped index "

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import given, settings
@@ -68,17 +67,9 @@ def corpora(
     return segments, alive, query, mask, depth, k1, b
 
 
-@settings(max_examples=300, deadline=None)
-@given(corpora(), st.booleans())
-def test_bm25_top_and_scores_equal_brute_force(case: tuple, prune: bool) -> None:
-    """Both ways, MaxScore pruning and scoring every posting (its heap of the best so far)."""
-    segments, alive, query, mask, depth, k1, b = case
-    if not np.concatenate(alive).any():
-        return
+def _run(segments: list[list[list[str]]], alive: list[np.ndarray], query: list[str], **kw: object) -> tuple:
     fields = [Postings.build(docs) for docs in segments]
-    sizes = [len(docs) for docs in segments]
-    bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    ids = np.random.default_rng(1).permutation(int(bases[-1])).astype(np.int64)  # doc ids need not follow positions
+    bases = np.concatenate([[0], np.cumsum([len(d) for d in segments])]).astype(np.int64)
     all_alive = np.concatenate(alive)
     length_sum = float(sum(f.lengths[a].sum() for f, a in zip(fields, alive, strict=True)))
     result = bm25_top(
@@ -89,13 +80,21 @@ def test_bm25_top_and_scores_equal_brute_force(case: tuple, prune: bool) -> None
         tokens=query,
         n_alive=int(all_alive.sum()),
         length_sum=length_sum,
-        k1=k1,
-        b=b,
-        depth=depth,
-        mask=mask,
-        ids=ids,
-        prune=prune,
+        **kw,  # type: ignore[arg-type]
     )
+    return result, all_alive, int(bases[-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(corpora(), st.booleans())
+def test_bm25_top_and_scores_equal_brute_force(case: tuple, prune: bool) -> None:
+    """Both ways, MaxScore pruning and scoring every posting (its heap of the best so far)."""
+    segments, alive, query, mask, depth, k1, b = case
+    if not np.concatenate(alive).any():
+        return
+    total = sum(len(docs) for docs in segments)
+    ids = np.random.default_rng(1).permutation(total).astype(np.int64)  # doc ids need not follow positions
+    result, all_alive, _ = _run(segments, alive, query, k1=k1, b=b, depth=depth, mask=mask, ids=ids, prune=prune)
     expected = brute_force([d for docs in segments for d in docs], all_alive, query, k1, b)
     allowed = np.flatnonzero(mask & (expected > 1e-9))
     want = allowed[np.lexsort((ids[allowed], -expected[allowed]))][:depth]
@@ -103,7 +102,7 @@ def test_bm25_top_and_scores_equal_brute_force(case: tuple, prune: bool) -> None
     assert len(got) == len(want)
     # Same scores rank by rank; the same documents except where float rounding reorders an exact tie.
     np.testing.assert_allclose(expected[got], expected[want], rtol=1e-5, atol=1e-6)
-    everything = np.arange(int(bases[-1]))
+    everything = np.arange(total)
     np.testing.assert_allclose(result.exact(everything[::-1])[::-1], expected, rtol=1e-5, atol=1e-6)
 
 
@@ -168,35 +167,6 @@ def test_exact_ties_go_to_the_lower_doc_id_both_ways() -> None:
         assert result.top.tolist() == sorted(pair, key=lambda p: ids[p]) + single[:6], prune
 
 
-@contextmanager
-def seek_cost(value: float) -> Iterator[None]:
-    """bm25_top's cost threshold for the common-terms cut, set for a block (0: the cut wherever it applies)."""
-    before = maxscore.SEEK_COST
-    maxscore.SEEK_COST = value  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        maxscore.SEEK_COST = before
-
-
-def _run(segments: list[list[list[str]]], alive: list[np.ndarray], query: list[str], **kw: object) -> tuple:
-    fields = [Postings.build(docs) for docs in segments]
-    bases = np.concatenate([[0], np.cumsum([len(d) for d in segments])]).astype(np.int64)
-    all_alive = np.concatenate(alive)
-    length_sum = float(sum(f.lengths[a].sum() for f, a in zip(fields, alive, strict=True)))
-    result = bm25_top(
-        fields,
-        alive,
-        [bool(a.all()) for a in alive],
-        bases,
-        tokens=query,
-        n_alive=int(all_alive.sum()),
-        length_sum=length_sum,
-        **kw,  # type: ignore[arg-type]
-    )
-    return result, all_alive, int(bases[-1])
-
-
 @settings(max_examples=300, deadline=None)
 @given(corpora(), st.sampled_from([0.02, 0.1, 0.3, 0.6]), st.integers(1, 3))
 def test_common_terms_cut_scores_exactly_and_misses_only_what_common_terms_lift(
@@ -208,7 +178,9 @@ def test_common_terms_cut_scores_exactly_and_misses_only_what_common_terms_lift(
     if not np.concatenate(alive).any():
         return
     ids = np.random.default_rng(1).permutation(sum(len(s) for s in segments)).astype(np.int64)
-    with seek_cost(0):  # these corpora are small: without this the cost rule would keep every list exact
+    with patch.object(
+        maxscore, "SEEK_COST", 0
+    ):  # these corpora are small: without this the cost rule would keep every list exact
         result, all_alive, total = _run(
             segments, alive, query, k1=k1, b=b, depth=depth, mask=mask, ids=ids, common=common, pool=pool
         )
@@ -257,7 +229,7 @@ def test_common_terms_cut_skips_their_postings_and_can_miss_what_only_they_lift(
     np.testing.assert_allclose(cut.exact(np.array([7])), full[[7]], rtol=1e-5)  # its score, when asked, is exact
     assert cut.postings_scanned == 100 < cut.postings_total / 20
     # Fewer rare matches than pool × depth: the list is exact again.
-    with seek_cost(0):
+    with patch.object(maxscore, "SEEK_COST", 0):
         few, _, _ = _run([docs], alive, query, common=0.05, pool=30, **kw)
     assert few.top.tolist() == exact.top.tolist()
     # Common postings too few to outweigh looking them up for a deeper pool: the exact list, which is cheaper.
