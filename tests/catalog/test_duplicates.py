@@ -1,5 +1,5 @@
-"""Duplicate collapse: the packed trigram codes are exactly the set of character trigrams, so the Jaccard test on
-them decides as the definition on strings does."""
+"""Duplicate collapse: the packed trigram codes are exactly the set of character trigrams, so the batched Jaccard
+test on them decides every pair as the definition on strings does."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catalog.match import DUPLICATE_SIMILARITY, _same_text, _trigrams
+from catalog.match import DUPLICATE_SIMILARITY, _near_duplicates
 from models.tables import Achievement, Need
 
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -35,31 +35,54 @@ def _same_reference(a: frozenset[str], b: frozenset[str]) -> bool:
 texts = st.text(alphabet=ALPHABET, max_size=40)
 
 
-@settings(max_examples=400, deadline=None)
-@given(texts, texts, texts, texts)
-def test_codes_decide_as_trigram_strings_do(title_a: str, body_a: str, title_b: str, body_b: str) -> None:
-    a = _trigrams(Achievement(title=title_a, abstract=body_a))
-    b = _trigrams(Need(title=title_b, description=body_b))
-    ref_a, ref_b = _reference(title_a, body_a), _reference(title_b, body_b)
-    assert len(a) == len(ref_a) and len(b) == len(ref_b)
-    assert _same_text(a, b) == _same_reference(ref_a, ref_b)
-    assert _same_text(a, a)
+def _decided(rows: list[Achievement | Need], refs: list[frozenset[str]]) -> None:
+    same = _near_duplicates(rows)
+    assert same.shape == (len(rows), len(rows))
+    for i, a in enumerate(refs):
+        for j, b in enumerate(refs):
+            assert same[i, j] == _same_reference(a, b), (i, j)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(texts, texts, st.booleans()), max_size=6))
+def test_codes_decide_as_trigram_strings_do(parts: list[tuple[str, str, bool]]) -> None:
+    rows: list[Achievement | Need] = [
+        Need(title=title, description=body) if need else Achievement(title=title, abstract=body)
+        for title, body, need in parts
+    ]
+    _decided(rows, [_reference(title, body) for title, body, _ in parts])
 
 
 @settings(max_examples=200, deadline=None)
-@given(texts, st.integers(min_value=0, max_value=5), texts)
-def test_a_near_copy_is_judged_on_its_overlap(text: str, cut: int, extra: str) -> None:
-    # A text against itself with a few characters cut or added: the cases near the threshold.
-    a = _trigrams(Achievement(title=text, abstract=""))
-    b = _trigrams(Achievement(title=text[cut:] + extra, abstract=""))
-    assert _same_text(a, b) == _same_reference(_reference(text, ""), _reference(text[cut:] + extra, ""))
+@given(texts, st.lists(st.tuples(st.integers(min_value=0, max_value=5), texts), min_size=1, max_size=4))
+def test_near_copies_are_judged_on_their_overlap(text: str, edits: list[tuple[int, str]]) -> None:
+    # A text beside copies with a few characters cut or added: the cases near the threshold.
+    copies = [text] + [text[cut:] + extra for cut, extra in edits]
+    _decided([Achievement(title=t, abstract="") for t in copies], [_reference(t, "") for t in copies])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="ab锂 ", max_size=30), max_size=5))
+def test_repeated_trigrams_count_once(copies: list[str]) -> None:
+    # A tiny alphabet repeats trigrams within a text: a set counts each once.
+    _decided([Achievement(title=t, abstract="") for t in copies], [_reference(t, "") for t in copies])
+
+
+def test_a_repeated_text_is_the_same_text() -> None:
+    same = _near_duplicates(
+        [Achievement(title="锂电锂电锂电锂电", abstract=""), Achievement(title="锂电锂电", abstract="")]
+    )
+    assert same[0, 1]  # the same two trigrams, however often each occurs
 
 
 def test_short_texts_are_equal_only_when_identical() -> None:
-    def codes(t: str) -> object:
-        return _trigrams(Achievement(title=t, abstract=""))
+    texts = ["ab", "A B", "abc", "a", "", "，。"]
+    same = _near_duplicates([Achievement(title=t, abstract="") for t in texts])
+    assert same[0, 1]  # case and spaces fold away
+    assert not same[0, 2] and not same[3, 0]
+    assert same[4, 5]
+    assert same.diagonal().all()
 
-    assert _same_text(codes("ab"), codes("A B"))  # case and spaces fold away
-    assert not _same_text(codes("ab"), codes("abc"))
-    assert not _same_text(codes("a"), codes("ab"))
-    assert _same_text(codes(""), codes("，。"))
+
+def test_no_rows() -> None:
+    assert _near_duplicates([]).shape == (0, 0)
