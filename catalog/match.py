@@ -10,7 +10,7 @@ from typing import Any, cast
 import numpy as np
 from scipy import sparse
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from accounts.policy import Principal
 from catalog.indexing import Indexes, Target
@@ -94,9 +94,9 @@ def match_text(
         target, query, k=k + min(2 * k, 50), filters=filters or None, exclude_ids=exclude_ids, within=within
     )
     model: type[Need] | type[Achievement] = Achievement if target == "achievements" else Need
-    found = cast(
-        "Sequence[Need | Achievement]", session.scalars(select(model).where(model.id.in_([h.id for h in hits]))).all()
-    )
+    # The owner's organisation is joined by default; nothing here reads it (a later reader loads it on access).
+    wanted = select(model).options(lazyload(model.owner)).where(model.id.in_([h.id for h in hits]))
+    found = cast("Sequence[Need | Achievement]", session.scalars(wanted).all())
     rows = {r.id: r for r in found}
     # The index follows the DB; a row withdrawn a moment ago is dropped here rather than shown.
     shown = [
