@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     hnsw_threshold: int = 50_000
     hnsw_m: int = 32
     hnsw_ef_search: int = 128
+    # How the segment engine's HNSW graphs store their copy of the vectors: fp16 halves it (and the RSS its
+    # searches map); scores stay the fp32 ones to ~1e-4 (README: "1M memory").
+    hnsw_storage: Literal["fp16", "fp32"] = "fp16"
     # Tombstones + delta above this fraction of the HNSW graph trigger a rebuild from stored vectors.
     hnsw_max_stale_fraction: float = 0.2
 

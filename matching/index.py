@@ -909,6 +909,7 @@ def engine_tuning(settings: Settings) -> dict[str, Any]:
         "query_threads": settings.query_threads,
         "bm25_common": settings.bm25_common_df,
         "bm25_common_min_docs": settings.bm25_common_min_docs,
+        "hnsw_storage": settings.hnsw_storage,
     }
     if settings.index_engine == "pgvector":
         url = settings.vector_database_url or settings.resolved_database_url

@@ -55,6 +55,7 @@ _COMMIT_PREFIX = "commit-"
 _EMBED_BATCH = 256
 # Documents per segment written by one long sync: a crash keeps every finished chunk, and each is O(chunk).
 _SYNC_CHUNK = 2000
+GRAPH_STORAGE = ("fp16", "fp32")  # how an HNSW graph stores its copy of the vectors
 
 
 @dataclass
@@ -110,6 +111,7 @@ class SegmentIndex:
         hnsw_m: int = 32,
         hnsw_ef_search: int = 128,
         hnsw_ef_construction: int = 80,
+        hnsw_storage: str = "fp16",
         bm25_pruning: bool = False,
         bm25_common: float | None = None,
         bm25_common_min_docs: int = 0,
@@ -155,6 +157,11 @@ class SegmentIndex:
         self.hnsw_m = hnsw_m
         self.hnsw_ef_search = hnsw_ef_search
         self.hnsw_ef_construction = hnsw_ef_construction
+        # How a new graph stores its copy of the vectors it links: "fp16" (half the memory of "fp32"; its scores are
+        # the fp32 ones to ~1e-4, see _graph_vectors) or "fp32". A graph written either way is read either way.
+        if hnsw_storage not in GRAPH_STORAGE:
+            raise ValueError(f"hnsw_storage must be one of {', '.join(GRAPH_STORAGE)}, not {hnsw_storage!r}")
+        self.hnsw_storage = hnsw_storage
         self._graphs: dict[str, Any] = {}  # segment name → its HNSW graph (faiss), where it has one
         # Map only what searches read (False: the baseline benchmarks/index_memory.py compares against): a segment
         # with a graph has its vectors twice (its file and the graph's flat copy); searches walk the graph's copy,
@@ -408,9 +415,20 @@ class SegmentIndex:
             return
         import faiss
 
-        graph = faiss.IndexHNSWFlat(self.local_dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        vectors = np.ascontiguousarray(segment.vectors, dtype=np.float32)
+        graph: Any
+        if self.hnsw_storage == "fp16":
+            graph = faiss.IndexHNSWSQ(
+                self.local_dim,
+                faiss.ScalarQuantizer.QT_fp16,  # type: ignore[arg-type]  # the stubs want a ScalarQuantizer, not its type
+                self.hnsw_m,
+                faiss.METRIC_INNER_PRODUCT,
+            )
+            graph.train(vectors)  # a no-op for fp16 (nothing to learn), which faiss still asks for
+        else:
+            graph = faiss.IndexHNSWFlat(self.local_dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = self.hnsw_ef_construction
-        graph.add(np.ascontiguousarray(segment.vectors, dtype=np.float32))
+        graph.add(vectors)
         if self.path is not None:
             file = self.path / f"{segment.name}.hnsw"
             tmp = self.path / f".{segment.name}.hnsw.{uuid.uuid4().hex[:6]}.tmp"
@@ -761,7 +779,7 @@ class SegmentIndex:
             for k in np.unique(segment_of).tolist():
                 at = np.flatnonzero(segment_of == k)
                 local = wanted[at] - int(state.bases[k])
-                out[at] = np.asarray(vectors[k][1])[local] @ q
+                out[at] = np.asarray(vectors[k][1])[local].astype(np.float32, copy=False) @ q
             return out
 
         return top, exact
@@ -1025,14 +1043,21 @@ class SegmentIndex:
 
 
 def _graph_vectors(graph: Any) -> np.ndarray | None:
-    """The flat fp32 copy an HNSW graph holds of its segment's vectors (row i is the segment's row i), as a view of
-    the graph's memory (or mapping), or None for a graph that stores them otherwise."""
+    """The copy an HNSW graph holds of its segment's vectors (row i is the segment's row i), as a view of the graph's
+    memory (or mapping): float32 for a flat graph, float16 for an fp16 one (its searches score with those very
+    values, so a candidate's exact score is the one its graph ranked it by); None for a graph that stores them
+    otherwise."""
     import faiss
 
     storage = faiss.downcast_index(graph.storage) if hasattr(graph, "storage") else None
-    if not isinstance(storage, faiss.IndexFlat) or storage.ntotal == 0:
+    if storage is None or storage.ntotal == 0:
         return None
-    return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)
+    n, d = storage.ntotal, storage.d
+    if isinstance(storage, faiss.IndexFlat):
+        return faiss.rev_swig_ptr(storage.get_xb(), n * d).reshape(n, d)
+    if isinstance(storage, faiss.IndexScalarQuantizer) and storage.sq.qtype == faiss.ScalarQuantizer.QT_fp16:
+        return faiss.rev_swig_ptr(storage.codes.data(), n * d * 2).view(np.float16).reshape(n, d)
+    return None
 
 
 def _top(

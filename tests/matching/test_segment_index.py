@@ -226,11 +226,18 @@ def test_a_segment_file_round_trips(tmp_path: Path) -> None:
     assert np.array_equal(back.fields["chars"].docs, seg.fields["chars"].docs)
 
 
+@pytest.mark.parametrize("storage", ["fp32", "fp16"])
 def test_a_large_merged_segment_gets_a_saved_graph_that_ranks_like_the_exact_scan(
-    tmp_path: Path, embedder: Embedder
+    tmp_path: Path, embedder: Embedder, storage: str
 ) -> None:
     docs = _docs(150)
-    tuning = {"hnsw_threshold": 100, "candidate_depth": 10}
+    tuning = {"hnsw_threshold": 100, "candidate_depth": 10, "hnsw_storage": storage}
+    # An fp16 graph scores with its half-precision copy: within rounding of the fp32 scores (reasons show 4 places).
+    tolerance = 0.0 if storage == "fp32" else 1e-3
+
+    def close(got: list[float], want: list[float]) -> bool:
+        return all(abs(g - w) <= tolerance for g, w in zip(got, want, strict=True))
+
     graphed = SegmentIndex.open(tmp_path / "ix", embedder=embedder, merge_in_background=False, max_segments=2, **tuning)
     for start in range(0, 150, 50):  # three segments of 50: the merge folds them into one of 150, over the threshold
         graphed.apply(docs[start : start + 50], [], seq=start + 1)
@@ -248,24 +255,38 @@ def test_a_large_merged_segment_gets_a_saved_graph_that_ranks_like_the_exact_sca
             want = exact.search(query, k=5, **kwargs)
             got = index.search(query, k=5, **kwargs)
             assert [h.id for h in got] == [h.id for h in want], query
-            assert [h.reasons["scores"]["dense"] for h in got] == [h.reasons["scores"]["dense"] for h in want]
+            assert close([h.reasons["scores"]["dense"] for h in got], [h.reasons["scores"]["dense"] for h in want])
     # Exact dense scores are read from the graph's own copy of the vectors (the pages its searches already map),
-    # which holds the segment's vectors bit for bit: the same answers as reading the segment's copy.
+    # which holds the segment's vectors bit for bit (fp32), or each to half precision (fp16: within one unit in its
+    # last place; faiss rounds its own way).
     seg = reopened._state.segments[0]
-    flat = segment_index._graph_vectors(reopened._graphs[seg.name])
-    assert flat is not None and np.array_equal(flat, np.asarray(seg.vectors))
-    two_copies = SegmentIndex.open(tmp_path / "ix", embedder=embedder, lean_pages=False, **tuning)
+    copy = segment_index._graph_vectors(reopened._graphs[seg.name])
+    assert copy is not None and copy.dtype == np.dtype(np.float32 if storage == "fp32" else np.float16)
+    if storage == "fp32":
+        assert np.array_equal(copy, np.asarray(seg.vectors))
+    else:
+        assert np.allclose(copy.astype(np.float32), np.asarray(seg.vectors), rtol=2**-10, atol=2**-24)
+    other = SegmentIndex.open(  # graphs are read as they were written, whatever new graphs would be
+        tmp_path / "ix", embedder=embedder, **(tuning | {"hnsw_storage": "fp16" if storage == "fp32" else "fp32"})
+    )
     for query, kwargs in queries:
-        got = [(h.id, h.score, h.reasons) for h in reopened.search(query, k=5, **kwargs)]
-        assert got == [(h.id, h.score, h.reasons) for h in two_copies.search(query, k=5, **kwargs)], query
-    two_copies.close()
+        got_all = [(h.id, h.score, h.reasons) for h in other.search(query, k=5, **kwargs)]
+        assert got_all == [(h.id, h.score, h.reasons) for h in reopened.search(query, k=5, **kwargs)], query
+    other.close()
+    graph_file = next((tmp_path / "ix").glob("seg-*.hnsw")).stat().st_size
+    assert graph_file < seg.vectors.nbytes * (1.2 if storage == "fp32" else 0.7)
+    if storage == "fp32":
+        two_copies = SegmentIndex.open(tmp_path / "ix", embedder=embedder, lean_pages=False, **tuning)
+        for query, kwargs in queries:
+            got_all = [(h.id, h.score, h.reasons) for h in reopened.search(query, k=5, **kwargs)]
+            assert got_all == [(h.id, h.score, h.reasons) for h in two_copies.search(query, k=5, **kwargs)], query
+        two_copies.close()
     seg.vectors = np.full(seg.vectors.shape, np.nan, dtype=np.float32)  # the segment's copy is not read at all
     for query, kwargs in queries:
         want = exact.search(query, k=5, **kwargs)
         got = reopened.search(query, k=5, **kwargs)
-        assert [(h.id, h.reasons["scores"]["dense"]) for h in got] == [
-            (h.id, h.reasons["scores"]["dense"]) for h in want
-        ], query
+        assert [h.id for h in got] == [h.id for h in want], query
+        assert close([h.reasons["scores"]["dense"] for h in got], [h.reasons["scores"]["dense"] for h in want])
     gone = [h.id for h in graphed.search("锂电池隔膜", k=3)]
     graphed.remove(gone)
     exact.remove(gone)
