@@ -20,6 +20,7 @@ index's policy unless --no-settle), ~20-30 min:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -58,9 +59,18 @@ def build(folder: Path, size: int, copies: int, *, settle: bool) -> None:
         shutil.rmtree(source, ignore_errors=True)
 
 
+def live_files(folder: Path) -> list[Path]:
+    """The index's newest commit and the segment files (and graphs) it names. The folder also keeps the previous
+    commit's segments (replaced by a merge): reading those too to warm the cache would evict the live ones."""
+    commit = max(folder.glob("commit-*.json"))
+    names = [segment["name"] for segment in json.loads(commit.read_text())["segments"]]
+    files = [folder / f"{name}{suffix}" for name in names for suffix in (".seg", ".hnsw")]
+    return [commit, *(f for f in files if f.exists())]
+
+
 def warm(folder: Path) -> None:
-    """Read every index file (the page cache then holds them, in large folios)."""
-    for path in folder.iterdir():
+    """Read every live index file (the page cache then holds them, in large folios)."""
+    for path in live_files(folder):
         with path.open("rb") as handle:
             while handle.read(1 << 24):
                 pass

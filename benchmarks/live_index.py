@@ -220,13 +220,14 @@ import json, sys, time
 t0 = time.perf_counter()
 from app.runtime import load_embedder
 from core.settings import get_settings
-from matching.index import tuning_from_settings
+from matching.index import engine_tuning, tuning_from_settings
 from matching.segment_index import SegmentIndex, _State
 from matching.segments import Segment, merge_segments
 settings = get_settings()
 real = load_embedder(settings)
 loaded = time.perf_counter()
-index = SegmentIndex.open(sys.argv[1], embedder=real, **(tuning_from_settings(settings) | json.loads(sys.argv[2])))
+tuning = tuning_from_settings(settings) | engine_tuning(settings) | json.loads(sys.argv[2])  # as served
+index = SegmentIndex.open(sys.argv[1], embedder=real, **tuning)
 index.search(sys.argv[3], k=10)
 ready = time.perf_counter()
 queries = json.loads(sys.argv[4])

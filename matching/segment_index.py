@@ -730,7 +730,8 @@ class SegmentIndex:
 
         Per segment: its HNSW graph where it has one (restricted to the allowed rows by a bitmap); else the exact
         scan's list, its int8 copy choosing the rows that fp32 scores (matching/quantised.py, provably the same list);
-        a filter that leaves few rows scores those rows in fp32 directly. Every score returned is the fp32 one.
+        a filter that leaves few rows scores those rows in fp32 directly. Every score returned is the fp32 one, except
+        where a graph stores its vectors in fp16: there it is the score the graph ranked by (within ~1e-4).
         """
         graphs = self._graphs
         found_pos, found_score = [], []
