@@ -226,6 +226,16 @@ def test_a_segment_file_round_trips(tmp_path: Path) -> None:
     assert np.array_equal(back.fields["chars"].docs, seg.fields["chars"].docs)
 
 
+def test_graph_storage_comes_from_the_settings_and_is_checked() -> None:
+    from core.settings import Settings
+    from matching.index import engine_tuning
+
+    assert engine_tuning(Settings())["hnsw_storage"] == "fp16"
+    assert engine_tuning(Settings(hnsw_storage="fp32"))["hnsw_storage"] == "fp32"
+    with pytest.raises(ValueError, match="hnsw_storage"):
+        SegmentIndex(embedder=None, hnsw_storage="int8")
+
+
 @pytest.mark.parametrize("storage", ["fp32", "fp16"])
 def test_a_large_merged_segment_gets_a_saved_graph_that_ranks_like_the_exact_scan(
     tmp_path: Path, embedder: Embedder, storage: str
