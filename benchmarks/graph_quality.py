@@ -17,11 +17,11 @@ from app.runtime import load_embedder
 from benchmarks.live_index import dense_recall
 from core.settings import get_settings
 from matching.dense import CachingEmbedder
-from matching.eval import Prepared, load_benchmarks, score
+from matching.eval import RUN_DEPTH, Prepared, load_benchmarks, score
 from matching.index import tuning_from_settings
 from matching.segment_index import SegmentIndex
 
-RUN_DEPTH = 200
+DENSE_DEPTH = 200  # the served candidate depth: how deep the dense list is compared with the exact scan
 
 
 def prepared(bench: object, embedder: object, tuning: dict) -> Prepared:
@@ -65,7 +65,7 @@ def main() -> None:
             figures = score(prep, fusion)
             index = prep.index
             queries = list(bench.queries.values())
-            recall = dense_recall(index, queries, RUN_DEPTH)  # type: ignore[arg-type]
+            recall = dense_recall(index, queries, DENSE_DEPTH)  # type: ignore[arg-type]
             print(
                 f"{bench.name:<10} {name:<14} {len(index._graphs):>6} {figures['ndcg@10']:>8.4f} "  # type: ignore[attr-defined]
                 f"{figures['recall@50']:>7.4f} {recall:>12.3f}",
