@@ -11,37 +11,16 @@ list's recall@200 against the exact scan. Vectors come from the embedding cache 
 from __future__ import annotations
 
 import argparse
-import time
 
 from app.runtime import load_embedder
 from benchmarks.live_index import dense_recall
 from core.settings import get_settings
 from matching.dense import CachingEmbedder
-from matching.eval import RUN_DEPTH, Prepared, load_benchmarks, score
+from matching.eval import load_benchmarks, prepare, score
 from matching.index import tuning_from_settings
 from matching.segment_index import SegmentIndex
 
 DENSE_DEPTH = 200  # the served candidate depth: how deep the dense list is compared with the exact scan
-
-
-def prepared(bench: object, embedder: object, tuning: dict) -> Prepared:
-    """matching.eval.prepare, on the segment engine with these knobs, merged until the policy stops."""
-    started = time.perf_counter()
-    index = SegmentIndex.in_memory(embedder=embedder, **tuning)  # type: ignore[arg-type]
-    index.sync(bench.docs)  # type: ignore[attr-defined]
-    while index.merge():
-        pass
-    indexed = time.perf_counter()
-    by_key = {key: doc_id for doc_id, key in bench.doc_keys.items()}  # type: ignore[attr-defined]
-    analyses = {qid: index.analyse(text) for qid, text in bench.queries.items()}  # type: ignore[attr-defined]
-    vectors = index.embed_queries(list(analyses.values()))
-    full, pool = {}, {}
-    for (qid, analysis), vector in zip(analyses.items(), vectors, strict=True):
-        full[qid] = index.candidates(analysis, k=RUN_DEPTH, query_vector=vector)
-        within = [by_key[key] for key in bench.pools[qid] if key in by_key]  # type: ignore[attr-defined]
-        pool[qid] = index.candidates(analysis, k=len(within) or 1, within=within, query_vector=vector)
-    seconds = {"index": indexed - started, "queries": time.perf_counter() - indexed}
-    return Prepared(bench, index, full, pool, seconds)  # type: ignore[arg-type]
 
 
 def main() -> None:
@@ -61,13 +40,13 @@ def main() -> None:
     print(f"{'benchmark':<10} {'dense list':<14} {'graphs':>6} {'nDCG@10':>8} {'R@50':>7} {'dense R@200':>12}")
     for bench in load_benchmarks(args.benchmark, settings.shared_data_dir):
         for name, knobs in variants.items():
-            prep = prepared(bench, embedder, tuning | knobs)
+            index = SegmentIndex.in_memory(embedder=embedder, **(tuning | knobs))
+            prep = prepare(bench, embedder=embedder, index=index)
             figures = score(prep, fusion)
-            index = prep.index
             queries = list(bench.queries.values())
-            recall = dense_recall(index, queries, DENSE_DEPTH)  # type: ignore[arg-type]
+            recall = dense_recall(index, queries, DENSE_DEPTH)
             print(
-                f"{bench.name:<10} {name:<14} {len(index._graphs):>6} {figures['ndcg@10']:>8.4f} "  # type: ignore[attr-defined]
+                f"{bench.name:<10} {name:<14} {len(index._graphs):>6} {figures['ndcg@10']:>8.4f} "
                 f"{figures['recall@50']:>7.4f} {recall:>12.3f}",
                 flush=True,
             )

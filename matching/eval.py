@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from matching.dense import CachingEmbedder
 from matching.embedding import Embedder, OnnxEmbedder
 from matching.fusion import Candidates, FusionConfig, fuse, order
 from matching.index import Document, HybridIndex, QueryAnalysis
+
+if TYPE_CHECKING:
+    from matching.segment_index import SegmentIndex
 
 A_FOLDER = "ccf-bdci2019-tech-match"
 B_QUERY_PREFIX = "寻求以下方向的技术成果："
@@ -170,7 +173,7 @@ class Prepared:
     """One benchmark indexed, with every query's candidates (full corpus and pool) computed once."""
 
     bench: Benchmark
-    index: HybridIndex
+    index: HybridIndex | SegmentIndex
     full: dict[str, Candidates | None]
     pool: dict[str, Candidates | None]
     seconds: dict[str, float]
@@ -183,17 +186,29 @@ def prepare(
     tuning: Mapping[str, Any] | None = None,
     progress: bool = False,
     analyse: Callable[[HybridIndex, str], QueryAnalysis] | None = None,
+    index: HybridIndex | SegmentIndex | None = None,
 ) -> Prepared:
     """Index a benchmark corpus in memory exactly as served, and gather each query's candidates.
 
     `analyse` replaces the served query analysis (experiments on how queries are shaped: benchmarks/query_shaping.py).
+    `index`, an empty in-memory index, is filled instead of one built from `tuning` (experiments on the engine:
+    benchmarks/graph_quality.py); one that merges segments is merged until its policy stops, so the candidates come
+    from the layout a settled index has.
     """
     started = time.perf_counter()
-    index = HybridIndex.in_memory(embedder=embedder, **dict(tuning or {}))
+    if index is None:
+        index = HybridIndex.in_memory(embedder=embedder, **dict(tuning or {}))
+    elif len(index):
+        raise ValueError("prepare fills an empty index; this one already holds documents")
     index.sync(bench.docs, progress=progress)
+    while getattr(index, "merge", lambda: False)():
+        pass
     indexed = time.perf_counter()
     by_key = {key: doc_id for doc_id, key in bench.doc_keys.items()}
-    analyses = {qid: analyse(index, text) if analyse else index.analyse(text) for qid, text in bench.queries.items()}
+    analyses = {
+        qid: analyse(index, text) if analyse else index.analyse(text)  # type: ignore[arg-type]
+        for qid, text in bench.queries.items()
+    }
     vectors = index.embed_queries(list(analyses.values()))
     full: dict[str, Candidates | None] = {}
     pool: dict[str, Candidates | None] = {}

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from core.settings import Settings, get_settings
+from matching import segment_index
 from matching.dense import CachingEmbedder
 from matching.embedding import Embedder
-from matching.eval import format_table, load_benchmark_a, load_benchmark_b, run_eval
+from matching.eval import Benchmark, format_table, load_benchmark_a, load_benchmark_b, prepare, run_eval
 from matching.fusion import FusionConfig
-from matching.index import tuning_from_settings
+from matching.index import Document, tuning_from_settings
+from matching.segment_index import SegmentIndex
 
 DATA = get_settings().shared_data_dir
 absent = pytest.mark.skipif(
@@ -113,3 +115,38 @@ def test_the_table_sets_a_reference_encoders_cross_validated_figures_beside_the_
     table = format_table(results)
     line = next(row for row in table.splitlines() if "rerank-logistic-cv" in row)
     assert line.split()[1:4] == ["0.2025", "0.2115", "-0.0090"]
+
+
+def _tiny_benchmark() -> Benchmark:
+    topics = ["锂离子电池防爆", "高纯度金属钠提纯", "污水处理膜材料", "无人机避障算法", "中药提取工艺"]
+    docs = [
+        Document(id=n + 1, title=f"{topics[n % 5]}研究{n}", body=f"本成果涉及{topics[n % 5]}与{topics[(n * 3) % 5]}")
+        for n in range(40)
+    ]
+    keys = {doc.id: f"d{doc.id}" for doc in docs}
+    queries = {f"q{t}": f"寻求{topic}方面的技术" for t, topic in enumerate(topics)}
+    gains = {qid: {f"d{t + 1}": 3} for t, qid in enumerate(queries)}
+    pools = {qid: [f"d{n}" for n in range(1, 11)] for qid in queries}
+    return Benchmark("tiny", docs, keys, queries, gains, gains, pools)
+
+
+def test_prepare_fills_a_given_engine_merged_as_it_settles_and_ranks_as_the_served_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """benchmarks/graph_quality.py hands prepare a segment index: it is filled, merged until its policy has nothing
+    left to merge, and its candidates are the default index's (BM25 only here: no embedder)."""
+    monkeypatch.setattr(segment_index, "_SYNC_CHUNK", 4)  # ten segments from forty docs
+    bench = _tiny_benchmark()
+    engine = SegmentIndex.in_memory(embedder=None, merge_factor=2, merge_in_background=False)
+    prep = prepare(bench, embedder=None, index=engine)
+    assert prep.index is engine and len(engine) == 40
+    assert engine.merges > 0 and not engine._merge_plan(engine._state)
+    served = prepare(bench, embedder=None)
+    for qid in bench.queries:
+        ours, theirs = prep.full[qid], served.full[qid]
+        assert ours is not None and theirs is not None
+        assert sorted(engine.doc_id(int(p)) for p in ours.positions) == sorted(
+            served.index.doc_id(int(p)) for p in theirs.positions
+        )
+    with pytest.raises(ValueError, match="empty index"):
+        prepare(bench, embedder=None, index=engine)
