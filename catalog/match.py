@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any, cast
 
 import numpy as np
@@ -29,7 +29,6 @@ FILTERS: dict[str, tuple[str, ...]] = {
 
 # Two rows whose normalised texts share this much of their character trigrams (Jaccard) are one result filed twice.
 DUPLICATE_SIMILARITY = 0.85
-_NOT_WORD = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True)
@@ -130,39 +129,72 @@ def _near_duplicates(rows: Sequence[Need | Achievement]) -> np.ndarray:
     normalised texts (script, width, case) with punctuation and spaces dropped: the same result filed twice shares
     nearly all of them, whatever its formatting.
 
-    One pass for all the rows: every row's trigram codes (see `_codes`) are numbered together, and one sparse product
-    of the row × trigram incidence with itself counts what each pair shares. Comparing each row with each shown row
-    one pair at a time cost a match about as much as its BM25 did."""
-    codes = [_codes(row) for row in rows]
-    n = len(codes)
+    One pass for all the rows: every trigram of every row is packed into one integer (`_codes`), the codes are
+    numbered together, and one sparse product of the row × trigram incidence with itself counts what each pair
+    shares. Comparing each row with each shown row one pair at a time cost a match about as much as its BM25 did."""
+    n = len(rows)
     if n == 0:
         return np.zeros((0, 0), dtype=bool)
-    _, column = np.unique(np.concatenate(codes), return_inverse=True)
-    owner = np.repeat(np.arange(n), [len(c) for c in codes])
-    incidence = sparse.csr_matrix(
-        (np.ones(len(column), dtype=np.int32), (owner, column.ravel())), shape=(n, int(column.max()) + 1)
-    )
-    incidence.sum_duplicates()
-    incidence.data[:] = 1  # a trigram counts once per row, however often the row repeats it
+    codes, owner = _codes(rows)
+    _, column = np.unique(codes, return_inverse=True)
+    width = int(column.max()) + 1
+    # Each (row, trigram) once, however often the row repeats the trigram: sorted by row, then trigram, which is
+    # the incidence matrix's CSR layout.
+    cells = np.sort(owner * width + column.ravel())
+    cells = cells[np.concatenate(([True], cells[1:] != cells[:-1]))]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cells // width, minlength=n), out=indptr[1:])
+    incidence = sparse.csr_matrix((np.ones(len(cells), dtype=np.int32), cells % width, indptr), shape=(n, width))
     shared = (incidence @ incidence.T).toarray().astype(np.int64)
     size = np.diag(shared)
     return shared >= DUPLICATE_SIMILARITY * (size[:, None] + size[None, :] - shared)
 
 
-def _codes(row: Need | Achievement) -> np.ndarray:
-    """A row's character trigrams, in order (repeats kept), each its three code points (< 2**21 each) packed into
-    one uint64, so equal codes are exactly equal trigram strings. A text shorter than three is one code of its own
-    (top bit set, NUL-padded: the text cannot hold NUL once non-word characters are gone)."""
-    body = row.description if isinstance(row, Need) else row.abstract
-    # Stored texts are tidied on every write (script and width: catalog.service, ingest.records); case and spaces
-    # are what is left to fold, and converting scripts again per hit cost more than the rest of this check.
-    text = _NOT_WORD.sub("", f"{row.title}{body or ''}".lower())
-    points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(points) < 3:
+def _codes(rows: Sequence[Need | Achievement]) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's character trigrams (repeats kept) and the row each belongs to. A trigram is its three code points
+    (< 2**21 each) packed into one uint64, so equal codes are exactly equal trigram strings. A text shorter than three
+    is one code of its own (top bit set, NUL-padded: the text cannot hold NUL once non-word characters are gone).
+
+    All rows at once, in arrays: their case-folded texts as code points end to end, the non-word ones dropped (what
+    `[\\W_]` matches: exactly the points that are not `str.isalnum()`), then a code at every point, of which only
+    those starting and ending inside one text are kept. A regular expression per row cost more than the rest."""
+    # Stored texts are tidied on every write (script and width: catalog.service, ingest.records); case is what is left
+    # to fold, and converting scripts again per hit cost more than the rest of this check.
+    texts = [f"{row.title}{(row.description if isinstance(row, Need) else row.abstract) or ''}".lower() for row in rows]
+    raw = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    word = _is_word(raw)
+    points = raw[word].astype(np.uint64)
+    lengths = np.bincount(np.repeat(np.arange(len(texts)), [len(t) for t in texts])[word], minlength=len(texts))
+    every = _pack(points) if len(points) >= 3 else np.zeros(0, dtype=np.uint64)  # a code at every point
+    ends = np.cumsum(lengths)
+    long = np.flatnonzero(lengths >= 3)
+    count = lengths[long] - 2  # a text's trigrams start at its first lengths - 2 points
+    skip = ends[long] - lengths[long] - (np.cumsum(count) - count)  # where it starts, less the codes before it
+    codes = [every[np.arange(int(count.sum()), dtype=np.int64) + np.repeat(skip, count)]]
+    owner = [np.repeat(long, count)]
+    for i in np.flatnonzero(lengths < 3).tolist():
         padded = np.zeros(3, dtype=np.uint64)
-        padded[: len(points)] = points
-        return np.array([(1 << 63) | int(_pack(padded)[0])], dtype=np.uint64)
-    return _pack(points)
+        padded[: lengths[i]] = points[ends[i] - lengths[i] : ends[i]]
+        codes.append(np.uint64(1 << 63) | _pack(padded))
+        owner.append(np.array([i], dtype=np.int64))
+    return np.concatenate(codes), np.concatenate(owner)
+
+
+@cache
+def _word_bmp() -> np.ndarray:
+    """Whether each code point of the Basic Multilingual Plane is a word character (built once, ~65k checks)."""
+    return np.fromiter((chr(c).isalnum() for c in range(0x10000)), dtype=bool, count=0x10000)
+
+
+def _is_word(points: np.ndarray) -> np.ndarray:
+    """str.isalnum() of each code point: a table for the BMP, one check per distinct point beyond it (rare)."""
+    table = _word_bmp()
+    word = table[np.minimum(points, 0xFFFF)]
+    beyond = points > 0xFFFF
+    if beyond.any():
+        astral, where = np.unique(points[beyond], return_inverse=True)
+        word[beyond] = np.array([chr(int(c)).isalnum() for c in astral], dtype=bool)[where]
+    return word
 
 
 def _pack(points: np.ndarray) -> np.ndarray:

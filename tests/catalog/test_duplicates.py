@@ -86,3 +86,14 @@ def test_short_texts_are_equal_only_when_identical() -> None:
 
 def test_no_rows() -> None:
     assert _near_duplicates([]).shape == (0, 0)
+
+
+def test_word_points_are_what_the_definition_keeps() -> None:
+    """The code-point table drops exactly what `[\\W_]` drops: every BMP point, and a spread of points beyond it."""
+    import numpy as np
+
+    from catalog.match import _is_word
+
+    points = np.concatenate((np.arange(0x10000), np.arange(0x10000, 0x110000, 97), [0x20000, 0x1F600, 0x1D518]))
+    expected = np.array([_NOT_WORD.fullmatch(chr(int(c))) is None for c in points])
+    assert (_is_word(points.astype(np.uint32)) == expected).all()
