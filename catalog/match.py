@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from scipy import sparse
 from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from accounts.policy import Principal
 from catalog.indexing import Indexes, Target
-from catalog.service import can_see, get_achievement, get_need
+from catalog.service import get_achievement, get_need, visible_to
 from core.errors import InvalidInput
 from matching.text import normalise
 from models.tables import Achievement, ListingStatus, Need, Visibility
@@ -92,18 +92,19 @@ def match_text(
     hits = indexes.search(
         target, query, k=k + min(2 * k, 50), filters=filters or None, exclude_ids=exclude_ids, within=within
     )
+    # Only what is shown and compared, as plain rows: hydrating ORM objects cost twice the query. Withdrawn rows and
+    # rows the viewer may not see are dropped here, in SQL (the index follows the DB; a row withdrawn a moment ago
+    # is not shown).
     model: type[Need] | type[Achievement] = Achievement if target == "achievements" else Need
-    # The owner's organisation is joined by default; nothing here reads it (a later reader loads it on access).
-    wanted = select(model).options(lazyload(model.owner)).where(model.id.in_([h.id for h in hits]))
-    found = cast("Sequence[Need | Achievement]", session.scalars(wanted).all())
-    rows = {r.id: r for r in found}
-    # The index follows the DB; a row withdrawn a moment ago is dropped here rather than shown.
-    shown = [
-        (hit, row)
-        for hit in hits
-        if (row := rows.get(hit.id)) is not None and row.status == ListingStatus.published and can_see(viewer, row)
-    ]
-    same = _near_duplicates([row for _, row in shown])
+    body = Achievement.abstract if target == "achievements" else Need.description
+    wanted = select(model.id, model.external_id, model.title, body.label("body")).where(
+        model.id.in_([h.id for h in hits]), model.status == ListingStatus.published
+    )
+    if not viewer.is_staff:
+        wanted = wanted.where(visible_to(model, viewer))
+    rows = {r.id: r for r in session.execute(wanted)}
+    shown = [(hit, row) for hit in hits if (row := rows.get(hit.id)) is not None]
+    same = _near_duplicates([f"{row.title}{row.body or ''}" for _, row in shown])
     out: list[Match] = []
     heads: list[int] = []  # positions in `shown` of the rows in `out`
     for i, (hit, row) in enumerate(shown):
@@ -124,18 +125,18 @@ def match_text(
     return out
 
 
-def _near_duplicates(rows: Sequence[Need | Achievement]) -> np.ndarray:
-    """same[i, j]: rows i and j share at least DUPLICATE_SIMILARITY of their character trigrams (Jaccard), in their
-    normalised texts (script, width, case) with punctuation and spaces dropped: the same result filed twice shares
-    nearly all of them, whatever its formatting.
+def _near_duplicates(texts: Sequence[str]) -> np.ndarray:
+    """same[i, j]: rows i and j (their title and description or abstract, end to end) share at least
+    DUPLICATE_SIMILARITY of their character trigrams (Jaccard), in their normalised texts (script, width, case) with
+    punctuation and spaces dropped: the same result filed twice shares nearly all of them, whatever its formatting.
 
     One pass for all the rows: every trigram of every row is packed into one integer (`_codes`), the codes are
     numbered together, and one sparse product of the row × trigram incidence with itself counts what each pair
     shares. Comparing each row with each shown row one pair at a time cost a match about as much as its BM25 did."""
-    n = len(rows)
+    n = len(texts)
     if n == 0:
         return np.zeros((0, 0), dtype=bool)
-    codes, owner = _codes(rows)
+    codes, owner = _codes(texts)
     _, column = np.unique(codes, return_inverse=True)
     width = int(column.max()) + 1
     # Each (row, trigram) once, however often the row repeats the trigram: sorted by row, then trigram, which is
@@ -150,8 +151,8 @@ def _near_duplicates(rows: Sequence[Need | Achievement]) -> np.ndarray:
     return shared >= DUPLICATE_SIMILARITY * (size[:, None] + size[None, :] - shared)
 
 
-def _codes(rows: Sequence[Need | Achievement]) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's character trigrams (repeats kept) and the row each belongs to. A trigram is its three code points
+def _codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every text's character trigrams (repeats kept) and the text each belongs to. A trigram is its three code points
     (< 2**21 each) packed into one uint64, so equal codes are exactly equal trigram strings. A text shorter than three
     is one code of its own (top bit set, NUL-padded: the text cannot hold NUL once non-word characters are gone).
 
@@ -160,11 +161,11 @@ def _codes(rows: Sequence[Need | Achievement]) -> tuple[np.ndarray, np.ndarray]:
     those starting and ending inside one text are kept. A regular expression per row cost more than the rest."""
     # Stored texts are tidied on every write (script and width: catalog.service, ingest.records); case is what is left
     # to fold, and converting scripts again per hit cost more than the rest of this check.
-    texts = [f"{row.title}{(row.description if isinstance(row, Need) else row.abstract) or ''}".lower() for row in rows]
-    raw = np.frombuffer("".join(texts).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    folded = [text.lower() for text in texts]
+    raw = np.frombuffer("".join(folded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     word = _is_word(raw)
     points = raw[word].astype(np.uint64)
-    lengths = np.bincount(np.repeat(np.arange(len(texts)), [len(t) for t in texts])[word], minlength=len(texts))
+    lengths = np.bincount(np.repeat(np.arange(len(texts)), [len(t) for t in folded])[word], minlength=len(folded))
     every = _pack(points) if len(points) >= 3 else np.zeros(0, dtype=np.uint64)  # a code at every point
     ends = np.cumsum(lengths)
     long = np.flatnonzero(lengths >= 3)

@@ -157,7 +157,7 @@ def _list(
 ) -> Page:
     stmt: Select[Any] = select(model)
     if not viewer.is_staff:
-        stmt = stmt.where(_visible(model, viewer))
+        stmt = stmt.where(visible_to(model, viewer))
     for key, value in filters.items():
         if value is None:
             continue
@@ -250,7 +250,9 @@ def can_see(viewer: Principal, row: Need | Achievement) -> bool:
     return viewer.is_staff or viewer.owns(row.owner_id) or visible_to_public(row)
 
 
-def _visible(model: type[Listing], viewer: Principal) -> ColumnElement[bool]:
+def visible_to(model: type[Need] | type[Achievement], viewer: Principal) -> ColumnElement[bool]:
+    """The rows a viewer without staff rights may see, as SQL: the published public ones and their organisation's own
+    (`can_see` on a loaded row)."""
     public: ColumnElement[bool] = model.status == ListingStatus.published
     if model is Need:
         public = and_(public, Need.visibility == Visibility.public)

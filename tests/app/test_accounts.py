@@ -90,6 +90,9 @@ def test_a_private_need_is_its_organisations_and_staffs_only(client: TestClient,
             break
         time.sleep(0.2)
     assert need["id"] in [h["id"] for h in found.json()["results"]]
+    # Its own organisation matches it too.
+    own = client.post("/api/v1/match", json={"text": PRIVATE_NEED["title"], "target": "needs"}, headers=a)
+    assert need["id"] in [h["id"] for h in own.json()["results"]]
     url = f"/api/v1/needs/{need['id']}"
     assert client.get(url, headers=a).status_code == 200
     assert client.get(url, headers=STAFF).status_code == 200
