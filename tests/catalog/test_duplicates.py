@@ -34,9 +34,9 @@ def _same_reference(a: frozenset[str], b: frozenset[str]) -> bool:
 texts = st.text(alphabet=ALPHABET, max_size=40)
 
 
-def _decided(rows: list[str], refs: list[frozenset[str]]) -> None:
-    same = _near_duplicates(rows)
-    assert same.shape == (len(rows), len(rows))
+def _decided(texts: list[str], refs: list[frozenset[str]]) -> None:
+    same = _near_duplicates(texts)
+    assert same.shape == (len(texts), len(texts))
     for i, a in enumerate(refs):
         for j, b in enumerate(refs):
             assert same[i, j] == _same_reference(a, b), (i, j)
